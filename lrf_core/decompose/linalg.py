@@ -1,0 +1,63 @@
+"""Small linear-algebra building blocks shared by the methods.
+
+Deterministic by construction: singular vectors get a fixed sign (the entry of
+largest magnitude in each left singular vector is positive), so two runs give
+identical factors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from lrf_core.covariance import CovarianceFactor
+
+__all__ = ["truncated_svd", "lowrank_factors", "chain_kernel"]
+
+
+def truncated_svd(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sign-fixed rank-``r`` SVD: ``matrix ≈ U diag(s) Vt``.
+
+    Returns ``U (M, r)``, ``s (r,)``, ``Vt (r, N)`` in float64.
+    """
+    u, s, vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64), full_matrices=False)
+    u, s, vt = u[:, :rank], s[:rank], vt[:rank]
+    pivot = np.argmax(np.abs(u), axis=0)
+    signs = np.sign(u[pivot, np.arange(u.shape[1])])
+    signs[signs == 0] = 1.0
+    return u * signs, s, vt * signs[:, None]
+
+
+def lowrank_factors(
+    w: np.ndarray, rank: int, sigma: CovarianceFactor | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best rank-``r`` ``W ≈ B A`` in the Frobenius or the Σ-norm (METHODS.md §2, matrix case).
+
+    Plain: truncated SVD, ``B = U_r √s``, ``A = √s V_rᵀ`` (balanced scales).
+    Σ-norm: ``W̃ = [W L]_r L⁻¹`` (Eckart–Young in the whitened space, as SVD-LLM):
+    ``B = U_r √s``, ``A = √s V_rᵀ L⁻¹``; this minimises ``‖(W − BA) L‖_F`` exactly.
+
+    Parameters
+    ----------
+    w : ``(T, D)``; rank : ``1 <= r <= min(T, D)``
+
+    Returns
+    -------
+    B : ``(T, r)``, A : ``(r, D)``
+    """
+    target = w if sigma is None else w @ sigma.root
+    u, s, vt = truncated_svd(target, rank)
+    root_s = np.sqrt(s)
+    b, a = u * root_s, root_s[:, None] * vt
+    if sigma is not None:
+        # A L = √s Vᵀ  ⇔  Lᵀ Aᵀ = (√s Vᵀ)ᵀ, a triangular solve instead of forming L⁻¹
+        a = solve_triangular(sigma.root, a.T, trans="T", lower=True).T
+    return b, a
+
+
+def chain_kernel(weights: np.ndarray, kernel_size: tuple[int, int], in_channels: int) -> np.ndarray:
+    """Matrix ``(out, kh·kw·in)`` → Keras Conv2D kernel ``(kh, kw, in, out)`` (layout order)."""
+    from lrf_core.layout import matrix_to_kernel
+
+    kh, kw = kernel_size
+    return matrix_to_kernel(weights, (kh, kw, in_channels, weights.shape[0]))
