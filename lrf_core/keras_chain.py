@@ -10,7 +10,7 @@ import numpy as np
 from lrf_core.decompose.base import LayerSpec
 from lrf_core.errors import RebuildError
 
-__all__ = ["instantiate_chain", "apply_chain"]
+__all__ = ["instantiate_chain", "apply_chain", "set_chain_weights"]
 
 #: Only standard layers, so a published model loads without lrflow installed (METHODS.md §1).
 ALLOWED_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense", "EinsumDense", "Reshape")
@@ -33,8 +33,15 @@ def instantiate_chain(specs: Sequence[LayerSpec], base_name: str, dtype=None) ->
 def apply_chain(specs: Sequence[LayerSpec], layers: Sequence[keras.layers.Layer], inputs):
     """Call the chain on a symbolic or eager tensor and load the weights (layers get built)."""
     x = inputs
-    for spec, layer in zip(specs, layers):
+    for layer in layers:
         x = layer(x)
+    set_chain_weights(specs, layers)
+    return x
+
+
+def set_chain_weights(specs: Sequence[LayerSpec], layers: Sequence[keras.layers.Layer]) -> None:
+    """Load each spec's weights into its (built) layer, checking shapes first."""
+    for spec, layer in zip(specs, layers):
         if spec.weights:
             expected = [tuple(w.shape) for w in layer.get_weights()]
             given = [tuple(np.shape(w)) for w in spec.weights]
@@ -44,4 +51,3 @@ def apply_chain(specs: Sequence[LayerSpec], layers: Sequence[keras.layers.Layer]
                     f"chain provides {given}."
                 )
             layer.set_weights([np.asarray(w, dtype=layer.dtype) for w in spec.weights])
-    return x

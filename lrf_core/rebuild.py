@@ -1,0 +1,81 @@
+"""Rebuild a Keras model with factorized layers (METHODS.md §4, STYLE.md "Rebuilding models").
+
+Uses ``keras.models.clone_model`` with a ``call_function`` that replaces each planned
+layer's call by its factor chain; every other layer is re-created from its config with
+its weights copied, so the child never shares a layer (or a variable) with the parent
+and the functional graph (residual ``Add``, ``Concatenate``, BatchNorm, several
+inputs/outputs) is kept as it is. Chain layers are standard Keras layers named
+``{layer}_lrf_{i}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Optional
+
+import keras
+
+from lrf_core.errors import RebuildError
+from lrf_core.factorize import FittedLayer
+from lrf_core.graph import describe_model
+from lrf_core.keras_chain import instantiate_chain, set_chain_weights
+
+__all__ = ["rebuild_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def _as_functional(model: keras.Model) -> keras.Model:
+    """A Sequential as a functional model over the same layers (clone_model's call_function
+    is for functional models only); functional models are returned as they are."""
+    if isinstance(model, keras.Sequential):
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    return model
+
+
+def rebuild_model(model: keras.Model, fitted: Mapping[str, FittedLayer], *, name: Optional[str] = None) -> keras.Model:
+    """A new model in which each layer named in ``fitted`` is replaced by its factor chain.
+
+    The parent is not modified. Layers not in ``fitted`` keep their weights exactly.
+    """
+    summary = describe_model(model)  # refuses subclassed models up front
+    for layer_name, fit in fitted.items():
+        if layer_name not in summary.names:
+            raise RebuildError(f"Cannot replace layer `{layer_name}`: model `{model.name}` has no such top-level layer.")
+        record = summary.record(layer_name)
+        if record.geometry is None:
+            raise RebuildError(f"Cannot replace layer `{layer_name}`: {record.skip_reason}.")
+    source = _as_functional(model)
+    chains: dict[str, list[keras.layers.Layer]] = {}
+
+    def clone_function(layer):
+        return layer.__class__.from_config(layer.get_config())
+
+    def call_function(layer, *args, **kwargs):
+        fit = fitted.get(layer.name)
+        if fit is None:
+            return layer(*args, **kwargs)
+        chain = instantiate_chain(fit.specs, layer.name, dtype=layer.dtype_policy.name)
+        chains[layer.name] = chain
+        x = args[0]
+        for link in chain:
+            x = link(x)
+        return x
+
+    # Named inputs, so the child's serving signature matches the parent's.
+    inputs = [
+        keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name) for t in source.inputs
+    ]
+    clone = keras.models.clone_model(
+        source, input_tensors=inputs, clone_function=clone_function, call_function=call_function
+    )
+    chain_names = {link.name for chain in chains.values() for link in chain}
+    for layer in clone.layers:
+        if layer.name in chain_names or isinstance(layer, keras.layers.InputLayer):
+            continue
+        layer.set_weights(source.get_layer(layer.name).get_weights())
+    for layer_name, chain in chains.items():
+        set_chain_weights(fitted[layer_name].specs, chain)
+    child = keras.Model(clone.inputs, clone.outputs, name=name or f"{model.name}_lrf")
+    logger.info("rebuilt %s: %d layers factorized", model.name, len(chains))
+    return child
