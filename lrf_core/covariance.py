@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: Damping tried in turn when Cholesky fails, relative to the mean diagonal (METHODS.md §2).
 DAMPING_SCHEDULE = (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
+#: A pivot below this (relative to the mean diagonal) counts as a failed Cholesky: round-off
+#: lets a singular Σ "succeed" with pivots near 1e-16, whose L⁻¹ would blow up the fits.
+MIN_RELATIVE_PIVOT = 1e-12
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def covariance_factor(sigma: np.ndarray) -> CovarianceFactor:
     """Cholesky root of Σ with escalating damping (METHODS.md §2).
 
     Tries ``Σ + ε·mean(diag Σ)·I`` for ε in 0, 1e-9, 1e-8, …, 1e-3 and keeps the first
-    that factorizes. Raises :class:`NumericalError` when none does (Σ not symmetric
+    that factorizes with every pivot² ≥ 1e-12·mean(diag Σ) (numerically non-singular). Raises :class:`NumericalError` when none does (Σ not symmetric
     positive semi-definite, or non-finite).
     """
     sigma = np.asarray(sigma, dtype=np.float64)
@@ -150,6 +153,8 @@ def covariance_factor(sigma: np.ndarray) -> CovarianceFactor:
         try:
             root = np.linalg.cholesky(sigma + eps * scale * eye)
         except np.linalg.LinAlgError:
+            continue
+        if np.min(np.diag(root)) ** 2 < MIN_RELATIVE_PIVOT * scale:
             continue
         if eps:
             logger.debug("Cholesky of Σ (dim %d) needed damping ε=%g", sigma.shape[0], eps)

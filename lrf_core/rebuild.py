@@ -63,9 +63,9 @@ def rebuild_model(model: keras.Model, fitted: Mapping[str, FittedLayer], *, name
         return x
 
     # Named inputs, so the child's serving signature matches the parent's.
-    inputs = [
-        keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name) for t in source.inputs
-    ]
+    inputs = keras.tree.map_structure(
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name), source.input
+    )
     clone = keras.models.clone_model(
         source, input_tensors=inputs, clone_function=clone_function, call_function=call_function
     )
@@ -76,6 +76,6 @@ def rebuild_model(model: keras.Model, fitted: Mapping[str, FittedLayer], *, name
         layer.set_weights(source.get_layer(layer.name).get_weights())
     for layer_name, chain in chains.items():
         set_chain_weights(fitted[layer_name].specs, chain)
-    child = keras.Model(clone.inputs, clone.outputs, name=name or f"{model.name}_lrf")
+    child = keras.Model(clone.input, clone.output, name=name or f"{model.name}_lrf")
     logger.info("rebuilt %s: %d layers factorized", model.name, len(chains))
     return child
