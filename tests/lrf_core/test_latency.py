@@ -1,0 +1,140 @@
+"""Latency measurement and its cache (METHODS.md §3.7)."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import pytest
+
+from lrf_core.decompose.base import LayerSpec
+from lrf_core.errors import LRFError
+from lrf_core.latency import (
+    LatencyCache,
+    LatencyStats,
+    TimingConfig,
+    block_key,
+    measure_block,
+    measure_dense_layer,
+    measure_model,
+    measured_latency_fn,
+)
+
+FAST = TimingConfig(warmup=1, repeats=5)
+
+
+def _chain(filters=8):
+    return [
+        LayerSpec("Conv2D", dict(filters=4, kernel_size=(3, 3), padding="same", use_bias=False)),
+        LayerSpec("Conv2D", dict(filters=filters, kernel_size=(1, 1), activation="relu")),
+    ]
+
+
+class CountingTimer:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return self.calls * 1e-3  # every timed call "takes" 1 ms
+
+
+def test_cache_hit_returns_identical_stats_without_retiming():
+    cache, timer = LatencyCache(), CountingTimer()
+    first = measure_block(_chain(), (8, 8, 3), FAST, cache=cache, timer=timer)
+    assert timer.calls == 2 * FAST.repeats
+    assert first.median_s == pytest.approx(1e-3) and first.repeats == FAST.repeats
+    second = measure_block(_chain(), (8, 8, 3), FAST, cache=cache, timer=timer)
+    assert timer.calls == 2 * FAST.repeats
+    assert second == first and len(cache) == 1
+
+
+def test_identical_blocks_in_different_layers_share_a_key():
+    # spelled differently (int vs tuple kernel size, weights attached) but the same block
+    a = [LayerSpec("Conv2D", dict(filters=16, kernel_size=3, padding="same"))]
+    conv = keras.layers.Conv2D(16, (3, 3), padding="same", name="block3_conv")
+    conv.build((None, 8, 8, 4))
+    b = [LayerSpec("Conv2D", dict(filters=16, kernel_size=(3, 3), padding="same"), tuple(conv.get_weights()))]
+    c = [{"class_name": "Conv2D", "config": conv.get_config()}]
+    assert block_key(a, (8, 8, 4), FAST) == block_key(b, (8, 8, 4), FAST) == block_key(c, (8, 8, 4), FAST)
+    # warmup/repeats do not change what is measured
+    assert block_key(a, (8, 8, 4), FAST) == block_key(a, (8, 8, 4), TimingConfig(warmup=9, repeats=50))
+
+
+def test_different_shape_batch_threads_or_layers_give_different_keys():
+    base = block_key(_chain(), (8, 8, 3), FAST)
+    others = {
+        block_key(_chain(), (16, 16, 3), FAST),
+        block_key(_chain(), (8, 8, 4), FAST),
+        block_key(_chain(), (8, 8, 3), TimingConfig(batch=8, warmup=1, repeats=5)),
+        block_key(_chain(), (8, 8, 3), TimingConfig(threads=2, warmup=1, repeats=5)),
+        block_key(_chain(filters=9), (8, 8, 3), FAST),
+        block_key(_chain()[:1], (8, 8, 3), FAST),
+    }
+    assert base not in others and len(others) == 6
+
+
+def test_cache_round_trips_through_json():
+    cache = LatencyCache()
+    cache.put("tf-cpu-aa", LatencyStats(2e-3, 1e-3, 3e-3, 30, 1))
+    cache.put("tf-cpu-bb", LatencyStats(5e-4, 4e-4, 9e-4, 10, 8))
+    restored = LatencyCache.from_dict(json.loads(json.dumps(cache.to_dict())))
+    assert len(restored) == 2
+    assert restored.to_dict() == cache.to_dict()
+    assert restored.get("tf-cpu-bb") == LatencyStats(5e-4, 4e-4, 9e-4, 10, 8)
+    assert restored.get("missing") is None
+    with pytest.raises(LRFError, match="tf-cpu-cc"):
+        LatencyCache.from_dict({"tf-cpu-cc": {"median_s": 1.0}})
+
+
+def test_invalid_configs_and_stats_raise():
+    with pytest.raises(LRFError, match="Allowed: tf-cpu"):
+        TimingConfig(runtime="tflite")
+    with pytest.raises(LRFError, match="repeats >= 1"):
+        TimingConfig(repeats=0)
+    with pytest.raises(LRFError, match="p10_s <= median_s <= p90_s"):
+        LatencyStats(1.0, 2.0, 3.0, 5, 1)
+    with pytest.raises(LRFError, match="input_shape"):
+        block_key(_chain(), (0, 8, 3), FAST)
+    with pytest.raises(LRFError, match="Cannot time layer class 'BatchNormalization'"):
+        block_key([LayerSpec("BatchNormalization", {})], (8, 8, 3), FAST)
+
+
+def test_measure_block_returns_positive_ordered_stats():
+    stats = measure_block(_chain(), (8, 8, 3), TimingConfig(warmup=2, repeats=10, batch=2))
+    assert 0 < stats.p10_s <= stats.median_s <= stats.p90_s
+    assert stats.repeats == 10 and stats.batch == 2
+
+
+def test_big_conv_is_measurably_slower_than_a_small_one():
+    config = TimingConfig(warmup=3, repeats=25)
+    cache = LatencyCache()
+    big = measure_dense_layer(
+        {"class_name": "Conv2D", "config": dict(filters=64, kernel_size=(3, 3), padding="same", name="c1")},
+        (32, 32, 64), config, cache=cache,
+    )
+    small = measure_block([LayerSpec("Conv2D", dict(filters=8, kernel_size=(1, 1)))], (32, 32, 64), config, cache=cache)
+    assert len(cache) == 2
+    # ~74x the MACs; generous margin for a loaded machine
+    assert big.median_s > 1.3 * small.median_s
+
+
+def test_measure_model_returns_one_stats_per_model():
+    def model(filters):
+        inputs = keras.Input((8, 8, 3))
+        return keras.Model(inputs, keras.layers.Conv2D(filters, 3)(inputs))
+
+    timer = CountingTimer()
+    stats = measure_model([model(4), model(8), model(16)], (8, 8, 3), FAST, timer=timer)
+    assert len(stats) == 3 and all(s.repeats == FAST.repeats for s in stats)
+    assert timer.calls == 2 * 3 * FAST.repeats
+    real = measure_model([model(4), model(8)], (8, 8, 3), FAST)
+    assert all(0 < s.p10_s <= s.median_s <= s.p90_s for s in real)
+
+
+def test_measured_latency_fn_is_backed_by_the_cache():
+    cache = LatencyCache()
+    latency_fn = measured_latency_fn(FAST, cache)
+    seconds = latency_fn(_chain(), (8, 8, 3))
+    assert seconds > 0 and len(cache) == 1
+    assert latency_fn(_chain(), (8, 8, 3)) == seconds and len(cache) == 1
