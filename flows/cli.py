@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 EXIT_USAGE = 2
+EXIT_TARGET = 3
 
 DESCRIPTION = """\
 lrflow compresses trained Keras CNNs by low-rank factorization: each Conv2D or Dense
@@ -87,7 +88,53 @@ def _build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--report", metavar="REPORT.json", help="write per-layer errors and costs as JSON")
     rebuild.add_argument("--allow-unsafe-model", action="store_true",
                          help="load models with Lambda layers (trusted files only)")
+    _add_compress_parser(sub, fmt)
     return parser
+
+
+METHODS_HELP = "restrict methods per layer type, e.g. conv=svd,tucker2 dense=svd (one method = uniform model)"
+
+
+def _add_compress_parser(sub, fmt) -> None:
+    compress = sub.add_parser(
+        "compress",
+        help="choose method and rank per layer to meet a target, fine-tune once, write model + report",
+        description="Search the factorization method and rank of every layer (or keep it dense) to meet the "
+        "targets, rebuild the model, fine-tune it once, and write DIR/model.keras, report.json, report.md and "
+        "pareto.png. Targets are fractions kept (--target-params 0.3 keeps 30 %% of the parameters) and an "
+        "accuracy budget in points (--max-drop 1.0). A target that cannot be met exits with status 3, names "
+        "the best reachable point, and writes nothing.",
+        formatter_class=fmt,
+    )
+    compress.add_argument("model", help="model file: .keras, .h5, or a SavedModel directory")
+    compress.add_argument("--data", required=True, metavar="URI", help="training data URI; split into calibration, "
+                          "fine-tune and validation sets (its test split, when present, is reported as held-out)")
+    compress.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    compress.add_argument("--target-params", type=float, metavar="F", help="keep at most this fraction of parameters")
+    compress.add_argument("--target-macs", type=float, metavar="F", help="keep at most this fraction of MACs")
+    compress.add_argument("--target-latency", type=float, metavar="F",
+                          help="measured latency (batch 1, TF CPU) at most this fraction of the parent's")
+    compress.add_argument("--max-drop", type=float, metavar="D", help="accuracy budget in points against the parent")
+    compress.add_argument("--methods", nargs="+", metavar="TYPE=IDS", help=METHODS_HELP)
+    compress.add_argument("--selection", choices=("layerwise", "sequential"), default="layerwise",
+                          help="sequential scores each layer with upstream layers already replaced")
+    compress.add_argument("--refit", action="store_true", help="with --selection sequential: refit each layer on the "
+                          "compressed network's inputs")
+    compress.add_argument("--similarity", choices=("cka", "cosine", "mse"), default="cka",
+                          help="feature-map similarity metric (default linear CKA)")
+    compress.add_argument("--objective", choices=("sigma", "frobenius"), default="sigma")
+    compress.add_argument("--ranks", metavar="RULE", help="baseline ranks instead of the search: energy:0.95 or vbmf")
+    compress.add_argument("--mode", choices=("search", "dprp"), default="search",
+                          help="dprp: dynamic rank pruning during training instead of the post-hoc search")
+    compress.add_argument("--finetune-epochs", type=int, default=3, metavar="N", help="one-shot fine-tune epochs (default 3)")
+    compress.add_argument("--distill", action="store_true", help="fine-tune with distillation from the parent's logits")
+    compress.add_argument("--calibration-size", type=int, default=512, metavar="N")
+    compress.add_argument("--grid-points", type=int, default=12, metavar="N", help="ranks tried per method (default 12)")
+    compress.add_argument("--skip-layers", default="", metavar="A,B", help="layers to keep dense")
+    compress.add_argument("--latency-guard", action="store_true",
+                          help="time every candidate block and never choose one slower than the dense layer")
+    compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument("--allow-unsafe-model", action="store_true", help="load models with Lambda layers (trusted files only)")
 
 
 # -- I/O helpers ----------------------------------------------------------------------------
@@ -206,7 +253,179 @@ def _print_rebuild_summary(report: dict, out: Path) -> None:
     print(f"params kept {total['params_kept']:.1%}, MACs kept {total['macs_kept']:.1%}; saved {out}")
 
 
-COMMANDS = {"inspect": cmd_inspect, "rebuild": cmd_rebuild}
+def _parse_methods(values: Optional[Sequence[str]]) -> Optional[dict]:
+    from lrf_core.errors import PlanError
+
+    if not values:
+        return None
+    kinds = {"conv": "conv2d", "conv2d": "conv2d", "dense": "dense"}
+    methods = {"conv2d": (), "dense": ()}
+    for value in values:
+        kind, _, ids = value.partition("=")
+        if kind not in kinds or not ids:
+            raise PlanError(f"--methods takes TYPE=ID,ID with TYPE conv or dense (e.g. conv=svd,tucker2). Received `{value}`.")
+        methods[kinds[kind]] = tuple(i.strip() for i in ids.split(",") if i.strip())
+    return methods
+
+
+def _compress_data(uri: str, model, calibration_size: int, seed: int):
+    from lrf_core.data import check_fits_model_input, load_dataset, split_dataset, stratified_sample
+    from lrf_core.errors import DataError
+    from lrf_core.search.compress import CompressData
+
+    dataset = load_dataset(uri, split="train")
+    check_fits_model_input(dataset, tuple(model.inputs[0].shape[1:]))
+    train, val = split_dataset(dataset, (0.85, 0.15), seed=seed)
+    try:
+        test = load_dataset(uri, split="test")
+    except DataError:
+        test = None
+    return CompressData(stratified_sample(train, calibration_size, seed=seed), train, val, test)
+
+
+class _Progress:
+    """A rich progress display with one bar per long phase."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), transient=False)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(phase, total=total)
+        self.progress.update(self.tasks[phase], completed=done, total=total)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    import tensorflow as tf
+
+    from lrf_core.finetune import FinetuneConfig
+    from lrf_core.model_io import load_model, save_model_atomic
+    from lrf_core.report_render import pareto_figure, render_markdown
+    from lrf_core.search.allocate import CostTargets
+    from lrf_core.search.compress import CompressConfig, TargetNotMetError, compress
+
+    tf.config.experimental.enable_op_determinism()  # --seed makes runs repeat
+    out = Path(args.out)
+    model = load_model(args.model, safe_mode=not args.allow_unsafe_model)
+    data = _compress_data(args.data, model, args.calibration_size, args.seed)
+    methods = _parse_methods(args.methods)
+    config = CompressConfig(
+        **({"methods": methods} if methods else {}),
+        targets=CostTargets(args.target_params, args.target_macs, args.target_latency),
+        max_drop=args.max_drop, selection=args.selection, refit=args.refit, similarity=args.similarity,
+        objective=args.objective, grid_points=args.grid_points, ranks=args.ranks,
+        skip_layers=tuple(n for n in args.skip_layers.split(",") if n),
+        finetune=FinetuneConfig(epochs=args.finetune_epochs, distill=args.distill, seed=args.seed),
+        latency_guard=args.latency_guard, seed=args.seed,
+    )
+    if args.mode == "dprp":
+        return _compress_dprp(args, model, data, out)
+    latency_fn = model_latency_fn = None
+    if args.latency_guard or args.target_latency is not None:
+        latency_fn, model_latency_fn = _latency_functions(model)
+    try:
+        with _Progress() as progress:
+            result = compress(model, data, config, latency_fn=latency_fn, model_latency_fn=model_latency_fn,
+                              progress=progress)
+    except TargetNotMetError as exc:
+        print(f"lrf: target not met: {exc}", file=sys.stderr)
+        return EXIT_TARGET
+    report = dict(result.report, source_model=str(args.model), data=args.data)
+    if not result.met:
+        failed = [t for t in report["targets"] if not t["met"]]
+        text = "; ".join(f"{t['name']} {t['achieved']:.4g} (wanted ≤ {t['target']:.4g})" for t in failed)
+        print(f"lrf: target not met after fine-tune: {text}. Best reachable point: params kept "
+              f"{report['child']['params'] / report['parent']['params']:.1%}, MACs kept "
+              f"{report['child']['macs'] / report['parent']['macs']:.1%}. No model written.", file=sys.stderr)
+        return EXIT_TARGET
+    _write_outputs(out, result.model, report, render_markdown(report), pareto_figure(report))
+    _print_compress_summary(report, out)
+    return 0
+
+
+def _latency_functions(model):
+    from lrf_core.latency import LatencyCache, TimingConfig, measure_model, measured_latency_fn
+
+    config = TimingConfig(batch=1, warmup=3, repeats=15)
+    block_fn = measured_latency_fn(config, LatencyCache())
+    shape = tuple(model.inputs[0].shape[1:])
+
+    def models_fn(models):
+        return [s.median_s for s in measure_model(models, shape, TimingConfig(batch=1, warmup=5, repeats=50))]
+
+    return block_fn, models_fn
+
+
+def _compress_dprp(args, model, data, out: Path) -> int:
+    from lrf_core.dprp import DPRPConfig, train_dprp
+    from lrf_core.graph import model_cost
+
+    result = train_dprp(model, data.train, data.val, DPRPConfig(seed=args.seed))
+    report = {
+        "mode": "dprp", "model": model.name, "source_model": str(args.model), "data": args.data,
+        "params_before": result.params_before, "params_after": result.params_after,
+        "macs_before": model_cost(model).macs, "macs_after": model_cost(result.model).macs,
+        "val_accuracy_parent": result.val_accuracy_parent, "val_accuracy": result.val_accuracy,
+        "history": [dict(h) if isinstance(h, dict) else getattr(h, "__dict__", h) for h in result.history],
+    }
+    text = (f"# DPRP report: `{model.name}`\n\nparams {result.params_before:,} → {result.params_after:,}; "
+            f"validation accuracy {result.val_accuracy_parent:.2%} → {result.val_accuracy:.2%}.\n")
+    _write_outputs(out, result.model, report, text, None)
+    print(text)
+    return 0
+
+
+def _write_outputs(out: Path, model, report: dict, markdown: str, figure) -> None:
+    """Model last-but-one, report last: a reader that sees report.json sees a complete directory."""
+    from lrf_core.model_io import save_model_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_model_atomic(model, out / "model.keras")
+    write_text_atomic(out / "report.md", markdown)
+    if figure is not None:
+        tmp = out / ".pareto.png.tmp"
+        figure.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, out / "pareto.png")
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _print_compress_summary(report: dict, out: Path) -> None:
+    parent, child = report["parent"], report["child"]
+    print(f"\nparams {parent['params']:,} → {child['params']:,} ({child['params'] / parent['params']:.1%} kept), "
+          f"MACs {parent['macs']:,} → {child['macs']:,} ({child['macs'] / parent['macs']:.1%} kept)")
+    print(f"validation accuracy {parent['val_accuracy']:.2%} → {child['val_accuracy']:.2%}", end="")
+    if "test_accuracy" in parent:
+        print(f"; held-out {parent['test_accuracy']:.2%} → {child['test_accuracy']:.2%}", end="")
+    print()
+    methods = sorted({r["method"] for r in report["layers"] if r["status"] == "factorized"})
+    print(f"factorized {sum(r['status'] == 'factorized' for r in report['layers'])} of {len(report['layers'])} "
+          f"eligible layers with {', '.join(methods) or 'nothing'}; wrote {out}/model.keras, report.json, report.md, pareto.png")
+
+
+COMMANDS = {"inspect": cmd_inspect, "rebuild": cmd_rebuild, "compress": cmd_compress}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,178 @@
+"""Global allocation: one candidate (or dense) per layer, a multiple-choice knapsack.
+
+METHODS.md §3.5, Lagrangian form: for a knob ``λ ≥ 0`` every layer independently takes
+
+    argmin over {dense} ∪ front(layer) of   error(c) + λ · cost(c)
+
+with ``error`` = 1 − feature-map similarity (0 for dense) and ``cost`` the candidate's
+share of the model's totals, summed over the active cost dimensions (params, MACs,
+measured latency). Larger λ never increases any layer's cost, so the model cost is
+monotone in λ and one bisection on ``log λ`` finds the least-error allocation that meets
+every cost target. The network-output knob (``--max-drop``) is tuned by the caller with
+:func:`bisect_lambda` against a measured drop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence
+
+from lrf_core.decompose.base import Cost
+from lrf_core.search.candidates import Candidate
+
+__all__ = ["CostTargets", "Allocation", "allocate", "allocation_totals", "lambda_for_cost_targets", "bisect_lambda"]
+
+LAMBDA_RANGE = (1e-6, 1e9)
+
+
+@dataclass(frozen=True)
+class CostTargets:
+    """Fractions of the parent to keep (None = no target on that dimension)."""
+
+    params: Optional[float] = None
+    macs: Optional[float] = None
+    latency: Optional[float] = None
+
+    @property
+    def active(self) -> tuple[str, ...]:
+        return tuple(k for k in ("params", "macs", "latency") if getattr(self, k) is not None)
+
+
+@dataclass(frozen=True)
+class LayerBaseline:
+    """The dense layer's cost (and measured block latency, when latency is a target)."""
+
+    cost: Cost
+    latency_s: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class ModelTotals:
+    """The parent's totals that the fractions refer to."""
+
+    params: int
+    macs: int
+    latency_s: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A choice per layer (None = stays dense) with the knob that produced it."""
+
+    choice: Mapping[str, Optional[Candidate]]
+    lam: float
+
+    @property
+    def factorized(self) -> dict[str, Candidate]:
+        return {k: v for k, v in self.choice.items() if v is not None}
+
+    def key(self) -> tuple:
+        return tuple(sorted((k, (v.method, v.rank) if v else None) for k, v in self.choice.items()))
+
+
+def _dims(targets: CostTargets) -> tuple[str, ...]:
+    # With no cost target (accuracy budget only) compress params and MACs equally.
+    return targets.active or ("params", "macs")
+
+
+def _share(c_params: int, c_macs: int, c_lat: Optional[float], totals: ModelTotals, dims) -> float:
+    share = 0.0
+    if "params" in dims:
+        share += c_params / totals.params
+    if "macs" in dims and totals.macs:
+        share += c_macs / totals.macs
+    if "latency" in dims and totals.latency_s and c_lat is not None:
+        share += c_lat / totals.latency_s
+    return share
+
+
+def allocate(
+    fronts: Mapping[str, Sequence[Candidate]],
+    baselines: Mapping[str, LayerBaseline],
+    totals: ModelTotals,
+    targets: CostTargets,
+    lam: float,
+) -> Allocation:
+    """Per-layer argmin of ``error + λ·cost`` (dense has error 0); ties go to the cheaper."""
+    dims = _dims(targets)
+    choice: dict[str, Optional[Candidate]] = {}
+    for layer, front in fronts.items():
+        base = baselines[layer]
+        best: Optional[Candidate] = None
+        best_value = lam * _share(base.cost.params, base.cost.macs, base.latency_s, totals, dims)
+        for c in front:
+            value = c.error + lam * _share(c.cost.params, c.cost.macs, c.latency_s, totals, dims)
+            if value < best_value - 1e-15:
+                best, best_value = c, value
+        choice[layer] = best
+    return Allocation(choice, lam)
+
+
+def allocation_totals(
+    allocation: Allocation, baselines: Mapping[str, LayerBaseline], totals: ModelTotals
+) -> tuple[Cost, Optional[float]]:
+    """Model params/MACs after the allocation, and the estimated latency (sum of block deltas)."""
+    params, macs, latency = totals.params, totals.macs, totals.latency_s
+    for layer, c in allocation.choice.items():
+        if c is None:
+            continue
+        base = baselines[layer]
+        params += c.cost.params - base.cost.params
+        macs += c.cost.macs - base.cost.macs
+        if latency is not None and c.latency_s is not None and base.latency_s is not None:
+            latency += c.latency_s - base.latency_s
+    return Cost(params, macs), latency
+
+
+def meets(targets: CostTargets, cost: Cost, latency: Optional[float], totals: ModelTotals) -> dict[str, bool]:
+    """Which cost targets an allocation meets (by the cost model / latency estimate)."""
+    met = {}
+    if targets.params is not None:
+        met["params"] = cost.params <= targets.params * totals.params
+    if targets.macs is not None:
+        met["macs"] = cost.macs <= targets.macs * totals.macs
+    if targets.latency is not None:
+        met["latency"] = latency is not None and totals.latency_s is not None and latency <= targets.latency * totals.latency_s
+    return met
+
+
+def bisect_lambda(ok: Callable[[float], bool], *, iterations: int = 40, lo: float = LAMBDA_RANGE[0], hi: float = LAMBDA_RANGE[1]) -> Optional[float]:
+    """Smallest λ (on a log scale) with ``ok(λ)``, assuming ``ok`` is monotone (False … True).
+
+    Returns None when even ``hi`` is not ok.
+    """
+    if not ok(hi):
+        return None
+    if ok(lo):
+        return lo
+    log_lo, log_hi = math.log(lo), math.log(hi)
+    for _ in range(iterations):
+        mid = 0.5 * (log_lo + log_hi)
+        if ok(math.exp(mid)):
+            log_hi = mid
+        else:
+            log_lo = mid
+    return math.exp(log_hi)
+
+
+def lambda_for_cost_targets(
+    fronts: Mapping[str, Sequence[Candidate]],
+    baselines: Mapping[str, LayerBaseline],
+    totals: ModelTotals,
+    targets: CostTargets,
+) -> tuple[Allocation, bool]:
+    """The least-error allocation meeting every cost target, or the cheapest one and False."""
+    def ok(lam: float) -> bool:
+        alloc = allocate(fronts, baselines, totals, targets, lam)
+        return all(meets(targets, *allocation_totals(alloc, baselines, totals), totals).values())
+
+    if not targets.active:
+        return allocate(fronts, baselines, totals, targets, 0.0), True
+    lam = bisect_lambda(ok)
+    if lam is None:
+        return allocate(fronts, baselines, totals, targets, LAMBDA_RANGE[1]), False
+    return allocate(fronts, baselines, totals, targets, lam), True
+
+
+__all__ += ["LayerBaseline", "ModelTotals", "meets"]

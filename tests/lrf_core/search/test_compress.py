@@ -1,0 +1,138 @@
+"""The search (`lrf compress`): targets, mixed methods, sequential selection, latency guard."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from lrf_core.data import Dataset, stratified_sample
+from lrf_core.finetune import FinetuneConfig
+from lrf_core.search.allocate import CostTargets
+from lrf_core.search.compress import CompressConfig, CompressData, TargetNotMetError, compress
+
+pytestmark = pytest.mark.slow
+SVD_ONLY = {"conv2d": ("svd",), "dense": ("svd",)}
+
+
+@pytest.fixture(scope="module")
+def digits_parent(digits_model_path):
+    return keras.saving.load_model(digits_model_path)
+
+
+@pytest.fixture(scope="module")
+def digits_data(digits_split):
+    train, val, test = digits_split
+    return CompressData(stratified_sample(train, 256, seed=0), train, val, test)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Conv `a` is exactly spatial-separable (rank 2), conv `b` exactly Tucker-2 (2, 2):
+    each has one method that represents it at a tiny cost and no error."""
+    rng = np.random.default_rng(0)
+    s = t = 16
+    spatial = np.einsum("hsr,wrt->hwst", rng.normal(size=(3, s, 2)), rng.normal(size=(3, 2, t)))
+    tucker = np.einsum("hwab,sa,tb->hwst", rng.normal(size=(3, 3, 2, 2)), rng.normal(size=(s, 2)), rng.normal(size=(t, 2)))
+    inputs = keras.Input((8, 8, s))
+    x = keras.layers.Conv2D(t, 3, padding="same", activation="relu", name="a")(inputs)
+    x = keras.layers.Conv2D(t, 3, padding="same", activation="relu", name="b")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(keras.layers.GlobalAveragePooling2D()(x)))
+    model.get_layer("a").set_weights([spatial / np.abs(spatial).max(), np.zeros(t)])
+    model.get_layer("b").set_weights([tucker / np.abs(tucker).max(), np.zeros(t)])
+    x = rng.normal(size=(200, 8, 8, s)).astype(np.float32)
+    data = Dataset(x, np.argmax(model.predict(x, verbose=0), axis=1), "planted", 10)
+    return model, CompressData(data, data, data)
+
+
+def _quick(**kwargs):
+    kwargs.setdefault("grid_points", 6)
+    kwargs.setdefault("finetune", FinetuneConfig(epochs=0))
+    return CompressConfig(**kwargs)
+
+
+def _methods(report):
+    return {r["method"] for r in report["layers"] if r["status"] == "factorized"}
+
+
+def test_params_target_is_met_and_totals_agree(digits_parent, digits_data):
+    result = compress(digits_parent, digits_data, _quick(targets=CostTargets(params=0.3), methods=SVD_ONLY,
+                                                          finetune=FinetuneConfig(epochs=2)))
+    report = result.report
+    assert result.met
+    assert result.model.count_params() <= 0.3 * digits_parent.count_params()
+    assert report["child"]["params"] == result.model.count_params()
+    check = report["totals_check"]
+    assert check["params_after_sum_of_layers"] == check["params_after_keras"] == result.model.count_params()
+    assert report["targets"][0]["name"] == "params_kept" and report["targets"][0]["met"]
+    assert set(report["phases_s"]) >= {"calibration", "candidates", "allocation", "finetune", "evaluation"}
+
+
+def test_accuracy_budget_holds_on_held_out_data(digits_parent, digits_data):
+    result = compress(digits_parent, digits_data, _quick(max_drop=1.0, methods=SVD_ONLY, finetune=FinetuneConfig(epochs=3)))
+    report = result.report
+    drop = 100 * (report["parent"]["test_accuracy"] - report["child"]["test_accuracy"])
+    assert drop <= 1.0
+    assert result.model.count_params() < digits_parent.count_params()  # it did compress
+
+
+def test_mixed_methods_when_cheaper_and_forced_method_is_uniform(planted):
+    model, data = planted
+    mixed = compress(model, data, _quick(targets=CostTargets(params=0.5), skip_layers=("head",)))
+    chosen = {r["layer"]: r["method"] for r in mixed.report["layers"] if r["status"] == "factorized"}
+    assert chosen == {"a": "spatial", "b": "tucker2"}
+    forced = compress(model, data, _quick(targets=CostTargets(params=0.5), skip_layers=("head",),
+                                          methods={"conv2d": ("cp",), "dense": ("svd",)}))
+    assert _methods(forced.report) == {"cp"}
+
+
+def test_sequential_is_never_worse_on_the_calibration_objective(planted):
+    model, data = planted
+    config = dict(targets=CostTargets(params=0.3), methods=SVD_ONLY, skip_layers=("head",))
+    layerwise = compress(model, data, _quick(**config))
+    sequential = compress(model, data, _quick(selection="sequential", refit=True, **config))
+    cmp = sequential.report["selection_comparison"]
+    assert cmp["sequential_calibration_kl"] < cmp["layerwise_calibration_kl"]  # refit compensates upstream error
+    assert cmp["kept"] == "sequential"
+    # b is scored on the compressed network's inputs, so its similarity differs from the layerwise score
+    sim = lambda r: {l["layer"]: l.get("similarity") for l in r.report["layers"]}
+    assert sim(sequential)["b"] != pytest.approx(sim(layerwise)["b"], abs=1e-6)
+
+
+def test_latency_guard_never_picks_a_slower_block(planted):
+    model, data = planted
+    slow_methods = {"tucker2"}  # every Tucker-2 block is "slower than the dense layer"
+
+    def latency_fn(specs, shape):
+        if len(specs) == 1:
+            return 1.0  # the dense layer
+        return 5.0 if len(specs) == 3 and all(s.class_name == "Conv2D" for s in specs) else 0.5
+
+    result = compress(model, data, _quick(targets=CostTargets(params=0.5), skip_layers=("head",), latency_guard=True),
+                      latency_fn=latency_fn, model_latency_fn=lambda models: [1.0] * len(models))
+    assert not (_methods(result.report) & slow_methods)
+    assert result.report["candidate_counts"]["b"]["dropped_latency"] > 0
+    for row in result.report["layers"]:
+        if row["status"] == "factorized":
+            assert row["latency_after_s"] <= row["latency_before_s"]
+
+
+def test_same_seed_gives_the_same_report(planted):
+    model, data = planted
+    config = _quick(targets=CostTargets(params=0.4), skip_layers=("head",), seed=3)
+    one, two = compress(model, data, config).report, compress(model, data, config).report
+
+    def strip(report):
+        report = json.loads(json.dumps(report, default=float))
+        report.pop("phases_s")
+        return report
+
+    assert strip(one) == strip(two)
+
+
+def test_impossible_target_names_the_best_reachable_point(planted):
+    model, data = planted
+    with pytest.raises(TargetNotMetError, match=r"Cannot meet the target \(params ≤ 0%\).*reaches params kept \d"):
+        compress(model, data, _quick(targets=CostTargets(params=0.001), methods=SVD_ONLY))
