@@ -6,13 +6,15 @@ from lrf_core.decompose.base import LayerKind, Method
 from lrf_core.decompose.cp import CP
 from lrf_core.decompose.spatial import SPATIAL
 from lrf_core.decompose.svd import CONV_SVD, DENSE_SVD
+from lrf_core.decompose.tt import TT
 from lrf_core.decompose.tucker2 import TUCKER2
+from lrf_core.decompose.tucker_dense import DENSE_TUCKER
 from lrf_core.errors import UnknownMethodError
 
 __all__ = ["METHODS", "get_method", "method_ids"]
 
 #: Every registered method, conv first. Order is the display order of ``lrf inspect``.
-METHODS: tuple[Method, ...] = (CONV_SVD, TUCKER2, CP, SPATIAL, DENSE_SVD)
+METHODS: tuple[Method, ...] = (CONV_SVD, TUCKER2, CP, SPATIAL, DENSE_SVD, TT, DENSE_TUCKER)
 
 
 def method_ids(kind: LayerKind) -> tuple[str, ...]:

@@ -33,13 +33,13 @@ import numpy as np
 
 from lrf_core.covariance import CovarianceFactor
 from lrf_core.decompose.base import Cost, Factorization, LayerGeometry, LayerSpec, Method, check_rank_tuple
-from lrf_core.decompose.linalg import truncated_svd
 from lrf_core.decompose.tensorize import (
     EinsumStep,
     chain_cost,
     dense_modes,
     einsum_chain_layers,
     kernel_to_tensor,
+    leading_left_vectors,
     plan_einsum_chain,
     tensor_to_kernel,
     tensorization_problem,
@@ -93,8 +93,9 @@ def fit_tt(
     Returns
     -------
     Factorization with factors ``(G_1, G_2, G_3)``, ``G_k`` of shape
-    ``(r_{k−1}, m_k, n_k, r_k)``, ``r_0 = r_3 = 1``. ``G_1, G_2`` have orthonormal
-    unfoldings; ``G_3`` carries the scale.
+    ``(r_{k−1}, m_k, n_k, r_k)``, ``r_0 = r_3 = 1``. ``G_1`` has orthonormal columns
+    (as a ``(m_1 n_1, r_1)`` matrix); the scale sits on ``G_3`` (or on ``G_2`` when the
+    last unfolding is tall).
 
     Notes
     -----
@@ -102,8 +103,10 @@ def fit_tt(
     silently lowers a rank that exceeds the unfolding size (the cores then no longer have
     the requested shape, so the cost of the rank would be wrong) and depends on the global
     TensorLy backend. Here such a rank is padded with zero slices (the rank is wasteful,
-    never wrong) and the SVDs are sign-fixed (:func:`~lrf_core.decompose.linalg.truncated_svd`),
-    so two runs give identical cores.
+    never wrong), the singular vectors are sign-fixed so two runs give identical cores,
+    and they come from the Gram matrix of each unfolding
+    (:func:`~lrf_core.decompose.tensorize.leading_left_vectors`), much faster than a
+    LAPACK SVD of the wide unfoldings of a large layer.
     """
     kernel = np.asarray(kernel)
     if kernel.ndim != 2:
@@ -119,13 +122,16 @@ def fit_tt(
     rest = tensor.reshape(1, -1)
     for k in range(d - 1):
         unfolding = rest.reshape(full[k] * in_modes[k] * out_modes[k], -1)
-        u, s, vt = truncated_svd(unfolding, full[k + 1])
-        rest = s[:, None] * vt
-        missing = full[k + 1] - u.shape[1]
-        if missing:  # the unfolding has lower rank than asked: zero slices
-            u = np.pad(u, ((0, 0), (0, missing)))
-            rest = np.pad(rest, ((0, missing), (0, 0)))
-        cores.append(u.reshape(full[k], in_modes[k], out_modes[k], full[k + 1]))
+        if k == d - 2 and unfolding.shape[0] > unfolding.shape[1]:
+            # last truncation of a tall unfolding: A ≈ (A V_r) V_rᵀ is the same best rank-r
+            # approximation as U_r U_rᵀ A, with the orthonormal factor on the (small) right
+            # side; no truncation follows, so the error bound is unchanged
+            v = leading_left_vectors(unfolding.T, full[k + 1])
+            left, rest = unfolding @ v, v.T
+        else:
+            left = leading_left_vectors(unfolding, full[k + 1])
+            rest = left.T @ unfolding
+        cores.append(left.reshape(full[k], in_modes[k], out_modes[k], full[k + 1]))
     cores.append(rest.reshape(full[d - 1], in_modes[d - 1], out_modes[d - 1], 1))
     return Factorization(
         method="tt",
@@ -140,7 +146,7 @@ def fit_tt(
 def reconstruct_tt(fact: Factorization) -> np.ndarray:
     """Kernel ``(m, n)`` of a TT-matrix: contract the cores, de-interleave the modes."""
     g1, g2, g3 = fact.factors
-    tensor = np.einsum("xadp,pbeq,qcfy->abcdef", g1, g2, g3)
+    tensor = np.einsum("xadp,pbeq,qcfy->abcdef", g1, g2, g3, optimize=True)
     return tensor_to_kernel(tensor, fact.kernel_shape)
 
 

@@ -69,12 +69,34 @@ def _unfold(tensor: np.ndarray, mode: int) -> np.ndarray:
     return np.moveaxis(tensor, mode, 0).reshape(tensor.shape[mode], -1)
 
 
-def _project(tensor: np.ndarray, factors: list[np.ndarray], skip: Optional[int] = None) -> np.ndarray:
-    """``tensor ×_k U_kᵀ`` for every mode ``k`` except ``skip``."""
+def _mode_dot(tensor: np.ndarray, factor: np.ndarray, mode: int) -> np.ndarray:
+    """``tensor ×_mode factorᵀ``: axis ``mode`` (size ``I``) becomes the ``r`` of ``factor (I, r)``."""
+    if mode == 0:  # one matrix product on the contiguous array, no transposed copy
+        rest = tensor.shape[1:]
+        return (factor.T @ tensor.reshape(tensor.shape[0], -1)).reshape(factor.shape[1], *rest)
+    return np.moveaxis(np.tensordot(tensor, factor, axes=([mode], [0])), -1, mode)
+
+
+def _project(tensor: np.ndarray, factors: list[np.ndarray]) -> np.ndarray:
+    """``tensor ×_k U_kᵀ`` for every mode ``k``: the Tucker core of orthonormal factors."""
     for mode, u in enumerate(factors):
-        if mode != skip:
-            tensor = np.moveaxis(np.tensordot(tensor, u, axes=([mode], [0])), -1, mode)
+        tensor = _mode_dot(tensor, u, mode)
     return tensor
+
+
+def _hooi_sweep(tensor: np.ndarray, factors: list[np.ndarray], ranks: tuple[int, ...]) -> np.ndarray:
+    """One HOOI sweep (modes in order, each with the latest others); returns the core.
+
+    Two passes over the full tensor: the input-mode updates share ``T ×_3 U_out1ᵀ ×_4 U_out2ᵀ``,
+    the output-mode updates share ``T ×_1 U_in1ᵀ ×_2 U_in2ᵀ``.
+    """
+    outer = _mode_dot(_mode_dot(tensor, factors[3], 3), factors[2], 2)  # (m_1, m_2, r_out1, r_out2)
+    factors[0] = leading_left_vectors(_unfold(_mode_dot(outer, factors[1], 1), 0), ranks[0])
+    factors[1] = leading_left_vectors(_unfold(_mode_dot(outer, factors[0], 0), 1), ranks[1])
+    inner = _mode_dot(_mode_dot(tensor, factors[0], 0), factors[1], 1)  # (r_in1, r_in2, n_1, n_2)
+    factors[2] = leading_left_vectors(_unfold(_mode_dot(inner, factors[3], 3), 2), ranks[2])
+    factors[3] = leading_left_vectors(_unfold(_mode_dot(inner, factors[2], 2), 3), ranks[3])
+    return _mode_dot(_mode_dot(inner, factors[2], 2), factors[3], 3)
 
 
 def fit_dense_tucker(
@@ -104,8 +126,10 @@ def fit_dense_tucker(
 
     Notes
     -----
-    Written with NumPy rather than ``tensorly.decomposition.tucker`` so the SVDs are
-    sign-fixed (identical factors on every run) and no global TensorLy backend is touched.
+    Written with NumPy rather than ``tensorly.decomposition.tucker`` so the singular
+    vectors are sign-fixed (identical factors on every run), come from small Gram
+    matrices (:func:`~lrf_core.decompose.tensorize.leading_left_vectors`; each HOOI sweep
+    makes two passes over the weight) and no global TensorLy backend is touched.
     A rank above what the other ranks allow (``r_in1 > r_in2 r_out1 r_out2``) gets zero
     columns: the factors keep the requested shape.
     """
@@ -120,18 +144,18 @@ def fit_dense_tucker(
     norm = float(np.linalg.norm(tensor))
 
     factors = [leading_left_vectors(_unfold(tensor, k), r) for k, r in enumerate(ranks)]
+    core = None
     if ranks != modes and norm > 0:  # HOOI; at full rank HOSVD is already exact
         previous = np.inf
         for _ in range(n_iter_max):
-            for k, r in enumerate(ranks):
-                factors[k] = leading_left_vectors(_unfold(_project(tensor, factors, skip=k), k), r)
-            core = _project(tensor, factors)
+            core = _hooi_sweep(tensor, factors, ranks)
             # orthonormal (or zero) factor columns: ‖T − T̃‖² = ‖T‖² − ‖G‖²
             error = np.sqrt(max(norm**2 - float(np.sum(core**2)), 0.0)) / norm
             if abs(previous - error) < tol:
                 break
             previous = error
-    core = _project(tensor, factors)
+    if core is None:
+        core = _project(tensor, factors)
     return Factorization(
         method="tucker",
         kind="dense",
@@ -145,7 +169,7 @@ def fit_dense_tucker(
 def reconstruct_dense_tucker(fact: Factorization) -> np.ndarray:
     """Kernel ``(m, n)``: ``G ×_1 U_in1 ×_2 U_in2 ×_3 U_out1 ×_4 U_out2``, reshaped."""
     core, u1, u2, v1, v2 = fact.factors
-    tensor = np.einsum("pqrs,ap,bq,cr,ds->abcd", core, u1, u2, v1, v2)
+    tensor = np.einsum("pqrs,ap,bq,cr,ds->abcd", core, u1, u2, v1, v2, optimize=True)
     return tensor_to_kernel(tensor, fact.kernel_shape)
 
 

@@ -32,7 +32,7 @@ def _functional_model():
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Concatenate(name="join")([x, extra])
     h = keras.layers.Dense(24, activation="relu", name="fc")(x)
-    logits = keras.layers.Dense(5, name="logits")(h)
+    logits = keras.layers.Dense(6, name="logits")(h)
     aux = keras.layers.Dense(2, name="aux")(h)
     model = keras.Model([image, extra], [logits, aux], name="multi")
     # give BatchNorm non-trivial statistics
@@ -86,7 +86,7 @@ def test_parent_weights_unchanged_by_rebuild_and_child_training(rng):
     plan = {"body": {"method": "svd", "rank": 3}, "fc": {"method": "svd", "rank": 4}}
     child = apply_plan(model, plan, calibration=x).model
     child.compile(optimizer=keras.optimizers.SGD(0.1), loss=["mse", "mse"])
-    child.fit(x, [np.ones((16, 5)), np.ones((16, 2))], epochs=2, verbose=0)
+    child.fit(x, [np.ones((16, 6)), np.ones((16, 2))], epochs=2, verbose=0)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     parent_vars = {id(v) for v in model.weights}
