@@ -8,6 +8,7 @@ printed as one line ``lrf: error: ...`` with exit status 2; ``--debug`` shows th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -377,7 +378,8 @@ def _compress_dprp(args, model, data, out: Path) -> int:
         "params_before": result.params_before, "params_after": result.params_after,
         "macs_before": model_cost(model).macs, "macs_after": model_cost(result.model).macs,
         "val_accuracy_parent": result.val_accuracy_parent, "val_accuracy": result.val_accuracy,
-        "history": [dict(h) if isinstance(h, dict) else getattr(h, "__dict__", h) for h in result.history],
+        "history": [dataclasses.asdict(h) for h in result.history],
+        "skipped_layers": [list(item) for item in result.skipped],
     }
     text = (f"# DPRP report: `{model.name}`\n\nparams {result.params_before:,} → {result.params_after:,}; "
             f"validation accuracy {result.val_accuracy_parent:.2%} → {result.val_accuracy:.2%}.\n")
