@@ -26,7 +26,8 @@ $(STAMP): requirements.in constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.in -c constraints.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	@# setuptools prints pages of warnings for an editable build: keep them in a log, show it on failure
+	@$(BIN)/python -m pip install -q --no-deps -e . > $(VENV)/install-self.log 2>&1 || (cat $(VENV)/install-self.log; exit 1)
 	@touch $@
 
 install: $(STAMP)

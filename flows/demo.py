@@ -1,8 +1,9 @@
 """`make demo`: train a small CNN on the bundled digits, inspect it, factorize it, compare.
 
-Runs the same `lrf` commands a user would type (in-process) and ends with a summary:
-parameters, MACs and held-out accuracy of the parent and of the rebuilt models fitted
-with the Σ (distribution-aware) and the plain Frobenius objective, no fine-tuning.
+Runs the same `lrf` commands a user would type (in-process): a hand-written plan rebuilt
+with the Σ (distribution-aware) and the plain Frobenius objective, compared without
+fine-tuning, then `lrf compress` choosing method and rank per layer within an accuracy
+budget and fine-tuning once.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def main() -> None:
     child = model_cost(rows[1][1])
     print(f"\n  kept {child.params / base.params:.1%} of the parameters and {child.macs / base.macs:.1%} of the MACs.")
     print(f"  Files in {OUT}/: parent.keras, plan.json, compressed-*.keras, report-*.json")
+
+    print("\nNow let lrflow choose method and rank per layer itself, within a 1-point accuracy budget,")
+    print("and fine-tune the result once:")
+    _run(["compress", str(OUT / "parent.keras"), "--data", DATA, "--max-drop", "1.0", "--out", str(OUT / "compress")])
+    print(f"  Read {OUT / 'compress' / 'report.md'} and look at {OUT / 'compress' / 'pareto.png'}.")
     print(f"  The rebuilt models use standard Keras layers only: keras.saving.load_model works without lrflow.")
     print(f"Demo finished in {time.perf_counter() - started:.0f} s.")
 

@@ -94,6 +94,7 @@ def fit_layer(
     stats: Optional[InputStatistics] = None,
     objective: Objective = "sigma",
     seed: int = 0,
+    n_iter_max: int = 100,
 ) -> FittedLayer:
     """Factorize one layer and build its chain.
 
@@ -103,6 +104,7 @@ def fit_layer(
     method, rank : a registered method and a validated rank tuple
     stats : input statistics of the layer (needed for ``objective="sigma"`` and for
         ``sigma_error``); with ``objective="frobenius"`` they only serve the report
+    n_iter_max : ALS sweep cap for the iterative methods (the search scores with fewer)
     """
     if objective not in ("sigma", "frobenius"):
         raise DataError(f"Unknown objective {objective!r}: expected 'sigma' or 'frobenius'.")
@@ -118,7 +120,7 @@ def fit_layer(
     use_sigma = objective == "sigma" and method.supports_sigma
     centered = use_sigma and bias is not None
     sigma = covariance_factor(stats.sigma(centered=centered)) if use_sigma else None
-    fact = method.fit(kernel, rank, sigma=sigma, seed=seed)
+    fact = method.fit(kernel, rank, sigma=sigma, seed=seed, n_iter_max=n_iter_max)
     w = kernel_to_matrix(kernel)
     w_approx = kernel_to_matrix(method.reconstruct(fact))
     shift = (w - w_approx) @ stats.mean if centered else None

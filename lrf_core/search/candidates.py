@@ -144,6 +144,7 @@ def layer_candidates(
     seed: int = 0,
     latency_fn: Optional[LatencyFn] = None,
     dense_latency_s: Optional[float] = None,
+    n_iter_max: int = 100,
     on_candidate: Optional[Callable[[], None]] = None,
 ) -> tuple[list[Candidate], dict]:
     """Fit and proxy-score every saving candidate of one layer; return the Pareto front.
@@ -164,7 +165,8 @@ def layer_candidates(
             if cost.params >= dense.params or cost.macs >= dense.macs:
                 counts["dropped_cost"] += 1
                 continue
-            fitted = fit_layer(layer, kernel, bias, geometry, method, rank, stats=stats, objective=objective, seed=seed)
+            fitted = fit_layer(layer, kernel, bias, geometry, method, rank, stats=stats, objective=objective,
+                               seed=seed, n_iter_max=n_iter_max)
             counts["fitted"] += 1
             latency = None
             if latency_fn is not None:

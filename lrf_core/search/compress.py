@@ -77,6 +77,7 @@ class CompressConfig:
     similarity: SimilarityMetric = "cka"
     objective: Objective = "sigma"
     grid_points: int = 12
+    search_iterations: int = 10
     similarity_examples: int = 256
     ranks: Optional[str] = None
     skip_layers: tuple[str, ...] = ()
@@ -307,11 +308,13 @@ def compress(
         )
 
     with timer("rebuild"):
+        alloc = _refit_chosen(parent, summary, alloc, stats, config, parent_inputs)
         child = rebuild_model(parent, {k: v.fitted for k, v in alloc.factorized.items()})
     with timer("finetune"):
         teacher = parent if config.finetune.distill else None
         ft = finetune(child, data.train, data.val, config.finetune, teacher=teacher,
                       on_epoch=lambda e, n, acc: progress("finetune", e, n))
+        progress("finetune", ft.epochs_run, ft.epochs_run)  # early stopping ends the bar
     with timer("evaluation"):
         report = _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path)
         _evaluate_final(report, parent, child, data, config, totals, ft, use_latency, model_latency_fn)
@@ -350,7 +353,7 @@ def _layer_front(parent, summary, name, stats, config, latency_fn, baseline, lay
         front, counts = layer_candidates(
             name, kernel, bias, record.geometry, allowed, stats=stats, objective=config.objective,
             grid_points=config.grid_points, seed=config.seed, latency_fn=latency_fn,
-            dense_latency_s=baseline.latency_s,
+            dense_latency_s=baseline.latency_s, n_iter_max=config.search_iterations,
         )
     tail = feature_map_tail(parent, name)
     reference = reference_feature_map(layer, tail, layer_inputs)
@@ -492,6 +495,33 @@ def _refit_front(parent, current, summary, name, front, calib_x, config):
                            objective=config.objective, seed=config.seed)
         refitted.append(Candidate(fitted, latency_s=c.latency_s))
     return refitted
+
+
+def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inputs) -> Allocation:
+    """Refit the chosen candidates of iterative methods with the full sweep schedule.
+
+    Candidates are scored after ``search_iterations`` ALS sweeps (cheap, enough to rank
+    them); only the chosen ones get the full fit, whose similarity is measured again. A
+    refit is kept only when it is at least as similar (the guard makes that the rule).
+    """
+    if config.selection == "sequential" and config.refit:
+        return alloc  # sequential refits are fitted to the compressed network already
+    choice = dict(alloc.choice)
+    for name, chosen in alloc.factorized.items():
+        method = get_method(chosen.fitted.geometry.kind, chosen.method)
+        if method.id == "svd":
+            continue  # closed form: a refit would be identical
+        layer = parent.get_layer(name)
+        kernel, bias = kernel_and_bias(layer)
+        fitted = fit_layer(name, kernel, bias, chosen.fitted.geometry, method, chosen.rank, stats=stats[name],
+                           objective=config.objective, seed=config.seed)
+        tail = feature_map_tail(parent, name)
+        reference = reference_feature_map(layer, tail, parent_inputs[name])
+        (refit,) = score_similarity([Candidate(fitted, latency_s=chosen.latency_s)], layer, tail, parent_inputs[name],
+                                    reference, config.similarity)
+        if refit.similarity >= chosen.similarity:
+            choice[name] = refit
+    return Allocation(choice, alloc.lam)
 
 
 # -- report -------------------------------------------------------------------------------

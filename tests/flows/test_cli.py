@@ -125,3 +125,36 @@ def test_help_explains_the_commands(capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "inspect" in text and "rebuild" in text and "sklearn:digits" in text
+
+
+def test_compress_writes_model_report_and_plot_that_agree(digits_model_path, tmp_path, capsys):
+    import keras
+
+    out = tmp_path / "run"
+    status, stdout, err = _lrf(capsys, "compress", digits_model_path, "--data", "sklearn:digits", "--out", out,
+                               "--target-params", 0.3, "--methods", "conv=svd", "dense=svd", "--grid-points", 6,
+                               "--calibration-size", 256, "--finetune-epochs", 1)
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    child = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    assert report["child"]["params"] == child.count_params() <= 0.3 * report["parent"]["params"]
+    assert all(r["method"] == "svd" for r in report["layers"] if r["status"] == "factorized")
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| params_kept | ≤ 30.00 % |" in (out / "report.md").read_text()
+    assert "params 74" in stdout or "params" in stdout
+
+
+def test_compress_impossible_target_exits_3_and_writes_nothing(digits_model_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    status, _, err = _lrf(capsys, "compress", digits_model_path, "--data", "sklearn:digits", "--out", out,
+                          "--target-params", 0.001, "--methods", "conv=svd", "dense=svd", "--grid-points", 4,
+                          "--calibration-size", 128)
+    assert status == 3
+    assert "Cannot meet the target" in err and "reaches params kept" in err
+    assert not out.exists()
+
+
+def test_compress_rejects_unknown_method_names(digits_model_path, tmp_path, capsys):
+    status, _, err = _lrf(capsys, "compress", digits_model_path, "--data", "sklearn:digits", "--out", tmp_path / "x",
+                          "--methods", "conv=svd,tucker3")
+    assert status == 2 and "Unknown method `tucker3` for a conv2d layer" in err and "Allowed: svd, tucker2, cp, spatial" in err
