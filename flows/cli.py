@@ -332,9 +332,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )
     if args.mode == "dprp":
         return _compress_dprp(args, model, data, out)
-    latency_fn = model_latency_fn = None
-    if args.latency_guard or args.target_latency is not None:
-        latency_fn, model_latency_fn = _latency_functions(model)
+    # whole-model latency is always measured for the report; blocks only when they can decide
+    latency_fn, model_latency_fn = _latency_functions(model)
+    if not (args.latency_guard or args.target_latency is not None):
+        latency_fn = None
     try:
         with _Progress() as progress:
             result = compress(model, data, config, latency_fn=latency_fn, model_latency_fn=model_latency_fn,

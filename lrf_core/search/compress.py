@@ -240,7 +240,7 @@ def compress(
     if not layers:
         raise PlanError("No layer of the model can be factorized with the allowed methods (see `lrf inspect`).")
     use_latency = config.latency_guard or config.targets.latency is not None
-    if use_latency and (latency_fn is None or model_latency_fn is None):
+    if use_latency and (latency_fn is None or model_latency_fn is None):  # noqa: SIM102
         raise LRFError("Latency targets and the latency guard need latency functions (the CLI provides them).")
 
     calib_x = data.calibration.x

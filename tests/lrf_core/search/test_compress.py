@@ -121,13 +121,23 @@ def test_latency_guard_never_picks_a_slower_block(planted):
 
 def test_same_seed_gives_the_same_report(planted):
     model, data = planted
-    config = _quick(targets=CostTargets(params=0.4), skip_layers=("head",), seed=3)
-    one, two = compress(model, data, config).report, compress(model, data, config).report
+    import tensorflow as tf
 
-    def strip(report):
-        report = json.loads(json.dumps(report, default=float))
-        report.pop("phases_s")
-        return report
+    tf.config.experimental.enable_op_determinism()  # as `lrf compress` does
+    config = _quick(targets=CostTargets(params=0.4), skip_layers=("head",), seed=3, finetune=FinetuneConfig(epochs=1))
+    one, two = compress(model, data, config).report, compress(model, data, config).report
+    assert one["finetune"]["epochs_run"] == 1
+
+    def strip(value):
+        """Drop timings (keys ending in _s or naming seconds): the issue exempts them."""
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if not (k.endswith("_s") or "seconds" in k)}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    one, two = json.loads(json.dumps(one, default=float)), json.loads(json.dumps(two, default=float))
+    assert "phases_s" in one and "seconds_per_epoch" in one["finetune"]
 
     assert strip(one) == strip(two)
 
@@ -136,3 +146,19 @@ def test_impossible_target_names_the_best_reachable_point(planted):
     model, data = planted
     with pytest.raises(TargetNotMetError, match=r"Cannot meet the target \(params ≤ 0%\).*reaches params kept \d"):
         compress(model, data, _quick(targets=CostTargets(params=0.001), methods=SVD_ONLY))
+
+
+@pytest.mark.parametrize("rule,method", [("energy:0.95", "svd"), ("vbmf", "tucker2")])
+def test_rank_baselines_use_the_rule_ranks(planted, rule, method):
+    from lrf_core.rank_baselines import energy_ranks_for, vbmf_ranks_tucker2
+
+    model, data = planted
+    result = compress(model, data, _quick(ranks=rule, methods={"conv2d": (method,), "dense": ("svd",)},
+                                          skip_layers=("head",)))
+    kernel = model.get_layer("b").get_weights()[0]
+    expected = vbmf_ranks_tucker2(kernel) if rule == "vbmf" else energy_ranks_for(kernel, "svd", 0.95)
+    row = {r["layer"]: r for r in result.report["layers"]}["b"]
+    assert row["status"] == "factorized" and row["method"] == method
+    assert tuple(row["rank"]) == tuple(expected)
+    if rule == "vbmf":
+        assert tuple(row["rank"]) == (2, 2)  # the planted Tucker-2 ranks
