@@ -14,12 +14,12 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export CUDA_VISIBLE_DEVICES :=
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install test test-fast demo lock bench clean help
+.PHONY: install test test-fast demo lock bench bench-quick clean help
 
 help:
 	@echo "make demo   - install, train a demo CNN on digits, inspect it, factorize it, print a summary"
 	@echo "make test   - install and run the test suite"
-	@echo "make bench  - run the benchmarks (bench/results/*.json)"
+	@echo "make bench  - run the benchmarks (bench/results/*.json; bench-quick for a reduced run)"
 	@echo "make lock   - regenerate constraints.txt from requirements.in in a clean venv"
 
 $(STAMP): requirements.in constraints.txt pyproject.toml
@@ -43,6 +43,11 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/decompose.py
+	$(BIN)/python bench/compress_fashion.py
+
+bench-quick: install
+	$(BIN)/python bench/decompose.py --quick --out bench/results/decompose-quick.json
+	$(BIN)/python bench/compress_fashion.py --quick
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
