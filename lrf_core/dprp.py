@@ -51,6 +51,7 @@ from lrf_core.errors import LRFError
 from lrf_core.graph import describe_model, kernel_and_bias
 from lrf_core.keras_chain import instantiate_chain, set_chain_weights
 from lrf_core.layout import kernel_to_matrix, matrix_to_kernel
+from lrf_core.rebuild import clone_replacing
 from lrf_core.zoo import accuracy
 
 __all__ = [
@@ -454,53 +455,10 @@ def _make_svd_layer(layer: keras.layers.Layer, f: _Factors, config: DPRPConfig) 
 # ----------------------------------------------------------------------------------------
 # Model surgery
 # ----------------------------------------------------------------------------------------
-def _clone(
-    parent: keras.Model,
-    replace: Mapping[str, Callable[[keras.layers.Layer], list[keras.layers.Layer]]],
-    weights_from: keras.Model,
-    name: str,
-) -> tuple[keras.Model, dict[str, list[keras.layers.Layer]]]:
-    """Clone ``parent``'s graph; each layer in ``replace`` becomes the chain its callable makes.
-
-    Every other layer is re-created from its config and gets the weights of the layer of
-    the same name in ``weights_from`` (the parent, or the model being trained).
-    Returns the new model and the replacement layers by original name (weights unset).
-    """
-    source = keras.Model(parent.inputs, parent.outputs, name=parent.name) \
-        if isinstance(parent, keras.Sequential) else parent
-    made: dict[str, list[keras.layers.Layer]] = {}
-
-    def clone_function(layer):
-        return layer.__class__.from_config(layer.get_config())
-
-    def call_function(layer, *args, **kwargs):
-        make = replace.get(layer.name)
-        if make is None:
-            return layer(*args, **kwargs)
-        chain = make(source.get_layer(layer.name))
-        made[layer.name] = chain
-        x = args[0]
-        for link in chain:
-            x = link(x)
-        return x
-
-    inputs = keras.tree.map_structure(
-        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name), source.input
-    )
-    clone = keras.models.clone_model(source, input_tensors=inputs, clone_function=clone_function,
-                                     call_function=call_function)
-    made_ids = {id(link) for chain in made.values() for link in chain}
-    for layer in clone.layers:
-        if id(layer) in made_ids or isinstance(layer, keras.layers.InputLayer):
-            continue
-        layer.set_weights(weights_from.get_layer(layer.name).get_weights())
-    return keras.Model(clone.input, clone.output, name=name), made
-
-
 def _build_parameterised(parent: keras.Model, factors: Mapping[str, _Factors], weights_from: keras.Model,
                          config: DPRPConfig) -> keras.Model:
     replace = {n: (lambda layer, f=f: [_make_svd_layer(layer, f, config)]) for n, f in factors.items()}
-    model, made = _clone(parent, replace, weights_from, f"{parent.name}_dprp")
+    model, made = clone_replacing(parent, replace, weights_from=weights_from, name=f"{parent.name}_dprp")
     for n, (layer,) in made.items():
         layer.set_weights([w.astype(layer.dtype) for w in _layer_weights(factors[n])])
     return model
@@ -522,7 +480,7 @@ def _export(parent: keras.Model, factors: Mapping[str, _Factors], trained: keras
     # Layers restored as dense take their (parent-shaped) weights from the parent first,
     # then the folded trained matrix.
     dense_sources = _WeightsByName(trained, fallback=parent, names=set(factors) - set(chains))
-    model, made = _clone(parent, replace, dense_sources, f"{parent.name}_dprp")
+    model, made = clone_replacing(parent, replace, weights_from=dense_sources, name=f"{parent.name}_dprp")
     for n, chain in made.items():
         set_chain_weights(chains[n], chain)
     for n in set(factors) - set(chains):

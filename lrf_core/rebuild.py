@@ -11,7 +11,7 @@ inputs/outputs) is kept as it is. Chain layers are standard Keras layers named
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import keras
 
@@ -20,7 +20,7 @@ from lrf_core.factorize import FittedLayer
 from lrf_core.graph import describe_model
 from lrf_core.keras_chain import instantiate_chain, set_chain_weights
 
-__all__ = ["rebuild_model"]
+__all__ = ["rebuild_model", "clone_replacing"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,30 +33,33 @@ def _as_functional(model: keras.Model) -> keras.Model:
     return model
 
 
-def rebuild_model(model: keras.Model, fitted: Mapping[str, FittedLayer], *, name: Optional[str] = None) -> keras.Model:
-    """A new model in which each layer named in ``fitted`` is replaced by its factor chain.
+def clone_replacing(
+    parent: keras.Model,
+    replace: Mapping[str, Callable[[keras.layers.Layer], list[keras.layers.Layer]]],
+    *,
+    weights_from: Optional[keras.Model] = None,
+    name: Optional[str] = None,
+) -> tuple[keras.Model, dict[str, list[keras.layers.Layer]]]:
+    """Clone ``parent``'s graph; each layer named in ``replace`` becomes the chain its callable makes.
 
-    The parent is not modified. Layers not in ``fitted`` keep their weights exactly.
+    Every other layer is re-created from its config and gets the weights of the layer of
+    the same name in ``weights_from`` (default: the parent). The parent's input names and
+    input structure are kept. Returns the new model and the replacement layers by original
+    name (their weights are left to the caller).
     """
-    summary = describe_model(model)  # refuses subclassed models up front
-    for layer_name, fit in fitted.items():
-        if layer_name not in summary.names:
-            raise RebuildError(f"Cannot replace layer `{layer_name}`: model `{model.name}` has no such top-level layer.")
-        record = summary.record(layer_name)
-        if record.geometry is None:
-            raise RebuildError(f"Cannot replace layer `{layer_name}`: {record.skip_reason}.")
-    source = _as_functional(model)
-    chains: dict[str, list[keras.layers.Layer]] = {}
+    source = _as_functional(parent)
+    weights_from = weights_from if weights_from is not None else source
+    made: dict[str, list[keras.layers.Layer]] = {}
 
     def clone_function(layer):
         return layer.__class__.from_config(layer.get_config())
 
     def call_function(layer, *args, **kwargs):
-        fit = fitted.get(layer.name)
-        if fit is None:
+        make = replace.get(layer.name)
+        if make is None:
             return layer(*args, **kwargs)
-        chain = instantiate_chain(fit.specs, layer.name, dtype=layer.dtype_policy.name)
-        chains[layer.name] = chain
+        chain = make(source.get_layer(layer.name))
+        made[layer.name] = chain
         x = args[0]
         for link in chain:
             x = link(x)
@@ -66,16 +69,34 @@ def rebuild_model(model: keras.Model, fitted: Mapping[str, FittedLayer], *, name
     inputs = keras.tree.map_structure(
         lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name), source.input
     )
-    clone = keras.models.clone_model(
-        source, input_tensors=inputs, clone_function=clone_function, call_function=call_function
-    )
-    chain_names = {link.name for chain in chains.values() for link in chain}
+    clone = keras.models.clone_model(source, input_tensors=inputs, clone_function=clone_function,
+                                     call_function=call_function)
+    made_ids = {id(link) for chain in made.values() for link in chain}
     for layer in clone.layers:
-        if layer.name in chain_names or isinstance(layer, keras.layers.InputLayer):
+        if id(layer) in made_ids or isinstance(layer, keras.layers.InputLayer):
             continue
-        layer.set_weights(source.get_layer(layer.name).get_weights())
+        layer.set_weights(weights_from.get_layer(layer.name).get_weights())
+    return keras.Model(clone.input, clone.output, name=name or f"{parent.name}_lrf"), made
+
+
+def rebuild_model(model: keras.Model, fitted: Mapping[str, FittedLayer], *, name: Optional[str] = None) -> keras.Model:
+    """A new model in which each layer named in ``fitted`` is replaced by its factor chain.
+
+    The parent is not modified. Layers not in ``fitted`` keep their weights exactly.
+    """
+    summary = describe_model(model)  # refuses subclassed models up front
+    for layer_name in fitted:
+        if layer_name not in summary.names:
+            raise RebuildError(f"Cannot replace layer `{layer_name}`: model `{model.name}` has no such top-level layer.")
+        record = summary.record(layer_name)
+        if record.geometry is None:
+            raise RebuildError(f"Cannot replace layer `{layer_name}`: {record.skip_reason}.")
+    replace = {
+        layer_name: (lambda layer, fit=fit: instantiate_chain(fit.specs, layer.name, dtype=layer.dtype_policy.name))
+        for layer_name, fit in fitted.items()
+    }
+    child, chains = clone_replacing(model, replace, name=name)
     for layer_name, chain in chains.items():
         set_chain_weights(fitted[layer_name].specs, chain)
-    child = keras.Model(clone.input, clone.output, name=name or f"{model.name}_lrf")
     logger.info("rebuilt %s: %d layers factorized", model.name, len(chains))
     return child
