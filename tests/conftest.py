@@ -45,3 +45,26 @@ def digits_model_path(tmp_path_factory, digits_split):
     path = tmp_path_factory.mktemp("models") / "digits.keras"
     save_model_atomic(model, path)
     return path
+
+
+@pytest.fixture
+def run_tflite():
+    """Convert a Keras model to TFLite and run it: returns ``(op names, output)`` for input ``x``."""
+    import warnings
+
+    import tensorflow as tf
+
+    def run(model, x):
+        interpreter_content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            interpreter = tf.lite.Interpreter(model_content=interpreter_content)
+        inp = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(inp["index"], x.shape)
+        interpreter.allocate_tensors()
+        ops = [op["op_name"] for op in interpreter._get_ops_details()]
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return ops, interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    return run

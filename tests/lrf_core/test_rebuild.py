@@ -129,9 +129,7 @@ def test_keras_round_trip_with_safe_mode_without_lrflow(tmp_path, rng):
 
 
 @pytest.mark.slow
-def test_tflite_conversion_keeps_the_factor_chain_and_outputs(rng):
-    import tensorflow as tf
-
+def test_tflite_conversion_keeps_the_factor_chain_and_outputs(rng, run_tflite):
     keras.utils.set_random_seed(1)
     inputs = keras.Input((10, 10, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
@@ -146,17 +144,9 @@ def test_tflite_conversion_keeps_the_factor_chain_and_outputs(rng):
     child = apply_plan(model, plan, calibration=data).model
     chain_convs = sum(isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) for l in child.layers)
 
-    interpreter = tf.lite.Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(child).convert())
-    interpreter.allocate_tensors()
-    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    ops, got = run_tflite(child, data)
     assert sum(op in ("CONV_2D", "DEPTHWISE_CONV_2D") for op in ops) == chain_convs
     assert ops.count("FULLY_CONNECTED") == 3  # fc split in two, plus d
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(inp["index"], data.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], data)
-    interpreter.invoke()
-    got = interpreter.get_tensor(out["index"])
     want = np.asarray(child(data))
     assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-4
 

@@ -206,27 +206,18 @@ def test_tt_not_applicable(geometry, applicable):
         assert "`tt`" in reason
 
 
-@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
-def test_tt_chain_converts_to_tflite_and_matches():
-    import tensorflow as tf
-
+def test_tt_chain_converts_to_tflite_and_matches(run_tflite):
     shape, rank = (24, 30), (4, 3)
     rng = np.random.default_rng(7)
     kernel, bias = rng.standard_normal(shape), rng.standard_normal(30)
     geometry = LayerGeometry("dense", shape, activation="relu")
     fact = TT.fit(kernel, rank)
     model = _chain_model(TT.layers(fact, geometry, bias), 24)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    interpreter = tf.lite.Interpreter(model_content=converter.convert())
-    interpreter.allocate_tensors()
+    x = rng.standard_normal((1, 24)).astype("float32")
     # the factor chain is kept: one matmul per core, no folding back to the (24, 30) kernel
-    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    ops, got = run_tflite(model, x)
     assert sum(op in ("FULLY_CONNECTED", "BATCH_MATMUL") for op in ops) == 3, ops
     assert not any(op.startswith("Flex") for op in ops)
-    x = rng.standard_normal((1, 24)).astype("float32")
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     expected = np.maximum(x @ TT.reconstruct(fact) + bias, 0)
     assert _rel(got, expected) <= 1e-4
     assert _rel(model(x), expected) <= 1e-5
