@@ -24,6 +24,9 @@ from lrf_core.search.candidates import Candidate
 __all__ = ["CostTargets", "Allocation", "allocate", "allocation_totals", "lambda_for_cost_targets", "bisect_lambda"]
 
 LAMBDA_RANGE = (1e-6, 1e9)
+#: An upgrade must lower the error by more than this: two exact candidates differ by round-off,
+#: and budget spent on round-off is wasted.
+MIN_GAIN = 1e-9
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,54 @@ def lambda_for_cost_targets(
     lam = bisect_lambda(ok)
     if lam is None:
         return allocate(fronts, baselines, totals, targets, LAMBDA_RANGE[1]), False
-    return allocate(fronts, baselines, totals, targets, lam), True
+    return fill_slack(allocate(fronts, baselines, totals, targets, lam), fronts, baselines, totals, targets), True
 
 
-__all__ += ["LayerBaseline", "ModelTotals", "meets"]
+def fill_slack(
+    allocation: Allocation,
+    fronts: Mapping[str, Sequence[Candidate]],
+    baselines: Mapping[str, LayerBaseline],
+    totals: ModelTotals,
+    targets: CostTargets,
+) -> Allocation:
+    """Spend the budget the Lagrangian leaves unused: greedy upgrades, best Δerror/Δcost first.
+
+    The Lagrangian only reaches allocations on the convex hull, so the bisected one often
+    undershoots the target (e.g. 25 % of the parameters kept for a 30 % target). Each step
+    takes, over all layers, the upgrade to a lower-error option (a better candidate or the
+    dense layer) with the largest error reduction per unit of extra cost that still meets
+    every target; it stops when no upgrade fits. The total error never increases.
+    """
+    dims = _dims(targets)
+    choice = dict(allocation.choice)
+
+    def option_error(c: Optional[Candidate]) -> float:
+        return 0.0 if c is None else c.error
+
+    def option_share(layer: str, c: Optional[Candidate]) -> float:
+        if c is None:
+            base = baselines[layer]
+            return _share(base.cost.params, base.cost.macs, base.latency_s, totals, dims)
+        return _share(c.cost.params, c.cost.macs, c.latency_s, totals, dims)
+
+    while True:
+        best = None
+        for layer, front in fronts.items():
+            current = choice[layer]
+            for option in list(front) + [None]:
+                gain = option_error(current) - option_error(option)
+                if gain <= MIN_GAIN or option is current:
+                    continue
+                extra = option_share(layer, option) - option_share(layer, current)
+                trial = Allocation({**choice, layer: option}, allocation.lam)
+                if not all(meets(targets, *allocation_totals(trial, baselines, totals), totals).values()):
+                    continue
+                ratio = gain / extra if extra > 0 else float("inf")
+                if best is None or ratio > best[0]:
+                    best = (ratio, layer, option)
+        if best is None:
+            return Allocation(choice, allocation.lam)
+        choice[best[1]] = best[2]
+
+
+__all__ += ["LayerBaseline", "ModelTotals", "meets", "fill_slack"]
