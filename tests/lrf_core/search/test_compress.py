@@ -162,3 +162,32 @@ def test_rank_baselines_use_the_rule_ranks(planted, rule, method):
     assert tuple(row["rank"]) == tuple(expected)
     if rule == "vbmf":
         assert tuple(row["rank"]) == (2, 2)  # the planted Tucker-2 ranks
+
+
+def test_latency_target_uses_measured_latency(planted):
+    model, data = planted
+    calls = []
+
+    def latency_fn(specs, shape):
+        return 1.0 if len(specs) == 1 else 0.3  # every chain is faster than its dense layer
+
+    def model_latency_fn(models):
+        calls.append(len(models))
+        return [1.0] if len(models) == 1 else [1.0, 0.5]  # parent, child (measured together)
+
+    result = compress(model, data, _quick(targets=CostTargets(latency=0.6), skip_layers=("head",)),
+                      latency_fn=latency_fn, model_latency_fn=model_latency_fn)
+    report = result.report
+    assert calls == [1, 2]  # parent once for the budget, then parent and child interleaved
+    target = next(t for t in report["targets"] if t["name"] == "latency_kept")
+    assert target == {"name": "latency_kept", "target": 0.6, "achieved": 0.5, "met": True}
+    assert report["parent"]["latency_s"] == 1.0 and report["child"]["latency_s"] == 0.5
+    assert any(r["status"] == "factorized" and r["latency_after_s"] == 0.3 for r in report["layers"])
+
+
+def test_latency_target_without_timing_functions_is_refused(planted):
+    model, data = planted
+    from lrf_core.errors import LRFError
+
+    with pytest.raises(LRFError, match="need latency functions"):
+        compress(model, data, _quick(targets=CostTargets(latency=0.5)))
