@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from lrf_core import __version__  # noqa: E402
 from lrf_core.covariance import covariance_factor, relative_frobenius_error, relative_sigma_error  # noqa: E402
-from lrf_core.decompose.registry import METHODS, get_method  # noqa: E402
+from lrf_core.decompose.registry import METHODS  # noqa: E402
 from lrf_core.layout import kernel_to_matrix, matrix_to_kernel  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "decompose.json"

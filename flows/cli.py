@@ -311,7 +311,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     from lrf_core.finetune import FinetuneConfig
-    from lrf_core.model_io import load_model, save_model_atomic
+    from lrf_core.model_io import load_model
     from lrf_core.report_render import pareto_figure, render_markdown
     from lrf_core.search.allocate import CostTargets
     from lrf_core.search.compress import CompressConfig, TargetNotMetError, compress

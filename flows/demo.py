@@ -83,7 +83,7 @@ def main() -> None:
     print("and fine-tune the result once:")
     _run(["compress", str(OUT / "parent.keras"), "--data", DATA, "--max-drop", "1.0", "--out", str(OUT / "compress")])
     print(f"  Read {OUT / 'compress' / 'report.md'} and look at {OUT / 'compress' / 'pareto.png'}.")
-    print(f"  The rebuilt models use standard Keras layers only: keras.saving.load_model works without lrflow.")
+    print("  The rebuilt models use standard Keras layers only: keras.saving.load_model works without lrflow.")
     print(f"Demo finished in {time.perf_counter() - started:.0f} s.")
 
 

@@ -31,10 +31,9 @@ import numpy as np
 from lrf_core import __version__
 from lrf_core.calibration import collect_statistics
 from lrf_core.data import Dataset
-from lrf_core.decompose.base import Cost
 from lrf_core.decompose.registry import get_method, method_ids
 from lrf_core.errors import LRFError, PlanError
-from lrf_core.factorize import FittedLayer, Objective, fit_layer
+from lrf_core.factorize import Objective, fit_layer
 from lrf_core.finetune import FinetuneConfig, FinetuneResult, finetune
 from lrf_core.graph import ModelSummary, describe_model, kernel_and_bias, model_cost
 from lrf_core.rebuild import rebuild_model
@@ -240,7 +239,7 @@ def compress(
     if not layers:
         raise PlanError("No layer of the model can be factorized with the allowed methods (see `lrf inspect`).")
     use_latency = config.latency_guard or config.targets.latency is not None
-    if use_latency and (latency_fn is None or model_latency_fn is None):  # noqa: SIM102
+    if use_latency and (latency_fn is None or model_latency_fn is None):
         raise LRFError("Latency targets and the latency guard need latency functions (the CLI provides them).")
 
     calib_x = data.calibration.x
@@ -585,9 +584,8 @@ def _dense_reason(front, counts) -> str:
 def _evaluate_final(report, parent, child, data, config, totals, ft: FinetuneResult, use_latency, model_latency_fn):
     parent_cost, child_cost = model_cost(parent), model_cost(child)
     p_val, c_val = _predict(parent, data.val.x), _predict(child, data.val.x)
-    entry = lambda model_cost_, acc_val: {"params": model_cost_.params, "macs": model_cost_.macs, "val_accuracy": acc_val}
-    report["parent"] = entry(parent_cost, _accuracy(p_val, data.val.y))
-    report["child"] = entry(child_cost, _accuracy(c_val, data.val.y))
+    report["parent"] = {"params": parent_cost.params, "macs": parent_cost.macs, "val_accuracy": _accuracy(p_val, data.val.y)}
+    report["child"] = {"params": child_cost.params, "macs": child_cost.macs, "val_accuracy": _accuracy(c_val, data.val.y)}
     if data.test is not None:
         report["parent"]["test_accuracy"] = _accuracy(_predict(parent, data.test.x), data.test.y)
         report["child"]["test_accuracy"] = _accuracy(_predict(child, data.test.x), data.test.y)
