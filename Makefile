@@ -39,7 +39,8 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 demo: install
-	$(BIN)/python -m flows.demo
+	@# TF's C++ log lines (level 2 keeps its harmless graph-attribute errors) would bury the demo
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m flows.demo
 
 bench: install
 	$(BIN)/python bench/decompose.py

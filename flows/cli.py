@@ -435,6 +435,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.debug:
+        # Every rebuilt candidate model traces its own predict function; TensorFlow's retracing
+        # warnings about that are expected here and would bury the output a user reads.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
     from lrf_core.errors import LRFError
 
     try:
