@@ -407,27 +407,23 @@ def _lambda_for_drop(fronts, baselines, totals, config, evaluate) -> Allocation:
     than its start.
     """
     cache: dict[tuple, float] = {}
+    within: list[float] = [0.0]  # λ values seen within budget (λ = 0 keeps every layer dense)
 
     def too_much(lam: float) -> bool:
         alloc = allocate(fronts, baselines, totals, config.targets, lam)
-        if not alloc.factorized:
-            return False
-        key = alloc.key()
-        if key not in cache:
-            cache[key] = evaluate(alloc)["est_drop_ucb95"]
-        return cache[key] > config.max_drop
+        if alloc.factorized:
+            key = alloc.key()
+            if key not in cache:
+                cache[key] = evaluate(alloc)["est_drop_ucb95"]
+            if cache[key] > config.max_drop:
+                return True
+        within.append(lam)
+        return False
 
-    lam = bisect_lambda(too_much, iterations=12)
-    if lam is None:  # even the most compressed allocation is within budget
+    if bisect_lambda(too_much, iterations=12) is None:  # even the most compressed allocation fits
         return allocate(fronts, baselines, totals, config.targets, 1e9)
-    # step just below the threshold λ: the last allocation within budget
-    below = lam
-    for _ in range(60):
-        below *= 0.8
-        alloc = allocate(fronts, baselines, totals, config.targets, below)
-        if not too_much(below):
-            return alloc
-    return allocate(fronts, baselines, totals, config.targets, 0.0)
+    # the bisection already evaluated the last allocation within budget: reuse it
+    return allocate(fronts, baselines, totals, config.targets, max(within))
 
 
 def _sequential(parent, summary, layers, stats, fronts, baselines, totals, layerwise, config, evaluate,
