@@ -24,7 +24,7 @@ from lrf_core.decompose.base import Cost, Factorization, LayerGeometry, LayerSpe
 from lrf_core.errors import DataError
 from lrf_core.layout import kernel_to_matrix
 
-__all__ = ["Objective", "FittedLayer", "fit_layer", "output_error"]
+__all__ = ["Objective", "FittedLayer", "FULL_SWEEPS", "fit_layer", "output_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ def output_error(w: np.ndarray, w_approx: np.ndarray, stats: InputStatistics, sh
     return float(np.sqrt(max(num, 0.0) / den))
 
 
+#: ALS sweep cap of a final fit (the search scores candidates with fewer, see CompressConfig).
+FULL_SWEEPS = 100
+
+
 def fit_layer(
     layer: str,
     kernel: np.ndarray,
@@ -94,7 +98,7 @@ def fit_layer(
     stats: Optional[InputStatistics] = None,
     objective: Objective = "sigma",
     seed: int = 0,
-    n_iter_max: int = 100,
+    n_iter_max: int = FULL_SWEEPS,
 ) -> FittedLayer:
     """Factorize one layer and build its chain.
 

@@ -159,23 +159,46 @@ def bisect_lambda(ok: Callable[[float], bool], *, iterations: int = 40, lo: floa
     return math.exp(log_hi)
 
 
-def lambda_for_cost_targets(
+#: Proposes an allocation for a knob λ, with the fronts it chose from (per layer).
+Allocator = Callable[[float], tuple[Allocation, Mapping[str, Sequence[Candidate]]]]
+
+
+def layerwise_allocator(
     fronts: Mapping[str, Sequence[Candidate]],
     baselines: Mapping[str, LayerBaseline],
     totals: ModelTotals,
     targets: CostTargets,
+) -> Allocator:
+    """The allocator of independently scored layers: :func:`allocate` on fixed fronts."""
+    return lambda lam: (allocate(fronts, baselines, totals, targets, lam), fronts)
+
+
+def lambda_for_cost_targets(
+    allocate_at: Allocator,
+    baselines: Mapping[str, LayerBaseline],
+    totals: ModelTotals,
+    targets: CostTargets,
+    *,
+    iterations: int = 40,
 ) -> tuple[Allocation, bool]:
-    """The least-error allocation meeting every cost target, or the cheapest one and False."""
+    """The least-error allocation meeting every cost target, or the cheapest one and False.
+
+    ``allocate_at`` is any allocator whose cost does not grow with λ: the layerwise one
+    (exactly monotone) or the sequential pass, whose fronts depend on the upstream choices
+    (monotone in practice; a bisection step that breaks it costs optimality, not validity,
+    because the returned allocation is checked against the targets).
+    """
     def ok(lam: float) -> bool:
-        alloc = allocate(fronts, baselines, totals, targets, lam)
+        alloc, _ = allocate_at(lam)
         return all(meets(targets, *allocation_totals(alloc, baselines, totals), totals).values())
 
     if not targets.active:
-        return allocate(fronts, baselines, totals, targets, 0.0), True
-    lam = bisect_lambda(ok)
+        return allocate_at(0.0)[0], True
+    lam = bisect_lambda(ok, iterations=iterations)
     if lam is None:
-        return allocate(fronts, baselines, totals, targets, LAMBDA_RANGE[1]), False
-    return fill_slack(allocate(fronts, baselines, totals, targets, lam), fronts, baselines, totals, targets), True
+        return allocate_at(LAMBDA_RANGE[1])[0], False
+    alloc, fronts = allocate_at(lam)
+    return fill_slack(alloc, fronts, baselines, totals, targets), True
 
 
 def fill_slack(
@@ -225,4 +248,4 @@ def fill_slack(
         choice[best[1]] = best[2]
 
 
-__all__ += ["LayerBaseline", "ModelTotals", "meets", "fill_slack"]
+__all__ += ["LayerBaseline", "ModelTotals", "meets", "fill_slack", "Allocator", "layerwise_allocator"]

@@ -8,9 +8,10 @@ METHODS.md §3–4. Phases (each timed in the report):
 3. **allocation**: Lagrangian knapsack with λ bisected to meet the cost targets
    (:mod:`lrf_core.search.allocate`); with ``max_drop`` alone, λ is bisected against the
    measured accuracy drop on the validation split (the network output, §3.5); in
-   ``sequential`` mode each layer is then re-scored with the upstream choices in place
-   (§3.6), and the sequential choice is kept only if it is not worse on the calibration
-   objective (mean KL of the parent's vs the child's output distribution);
+   ``sequential`` mode λ is tuned again over passes that re-score each layer with the
+   upstream choices in place (§3.6), and the sequential choice is kept only if it is not
+   worse on the calibration objective (mean KL of the parent's vs the child's output
+   distribution);
 4. **rebuild** and one-shot **fine-tune** (:mod:`lrf_core.finetune`);
 5. **evaluation**: accuracy on validation and held-out data, measured latency, and every
    target checked on the final model. A missed target is reported with the best reachable
@@ -33,13 +34,13 @@ from lrf_core.calibration import collect_statistics
 from lrf_core.data import Dataset
 from lrf_core.decompose.registry import get_method, method_ids
 from lrf_core.errors import LRFError, PlanError
-from lrf_core.factorize import Objective, fit_layer
+from lrf_core.factorize import FULL_SWEEPS, Objective, fit_layer
 from lrf_core.finetune import FinetuneConfig, FinetuneResult, finetune
 from lrf_core.graph import ModelSummary, describe_model, kernel_and_bias, model_cost
 from lrf_core.rebuild import rebuild_model
 from lrf_core.search.allocate import (
-    Allocation, CostTargets, LayerBaseline, ModelTotals, allocate, allocation_totals, bisect_lambda,
-    lambda_for_cost_targets, meets,
+    LAMBDA_RANGE, Allocation, Allocator, CostTargets, LayerBaseline, ModelTotals, allocate, allocation_totals,
+    bisect_lambda, lambda_for_cost_targets, layerwise_allocator,
 )
 from lrf_core.search.candidates import (
     Candidate, feature_map_tail, layer_candidates, layer_input_shape, reference_feature_map, score_similarity,
@@ -102,6 +103,9 @@ class CompressConfig:
             raise PlanError(f"--similarity must be one of {', '.join(SIMILARITY_METRICS)}. Received {self.similarity!r}.")
         if self.ranks is not None and not (self.ranks == "vbmf" or self.ranks.startswith("energy:")):
             raise PlanError(f"--ranks must be energy:FRACTION (e.g. energy:0.95) or vbmf. Received {self.ranks!r}.")
+        if self.ranks is not None and self.selection == "sequential":
+            raise PlanError("--ranks fixes every layer's rank by a rule, so there is nothing for --selection "
+                            "sequential to choose; drop one of the two.")
         if self.grid_points < 2:
             raise PlanError(f"grid_points must be >= 2. Received {self.grid_points}.")
 
@@ -292,10 +296,17 @@ def compress(
         return point
 
     with timer("allocation"):
-        alloc, cost_ok = _choose(fronts, baselines, totals, config, evaluate)
+        if config.ranks is not None:
+            # baseline ranks: take every saving candidate as it is
+            alloc, cost_ok = Allocation({k: (v[0] if v else None) for k, v in fronts.items()}, float("nan")), True
+        else:
+            alloc, cost_ok = _choose(layerwise_allocator(fronts, baselines, totals, config.targets), baselines, totals,
+                                     config, evaluate)
         if config.selection == "sequential" and cost_ok:
-            alloc, comparison = _sequential(parent, summary, layers, stats, fronts, baselines, totals, alloc, config,
-                                            evaluate, calib_x, sim_x, parent_inputs)
+            sequential_at = _SequentialAllocator(parent, summary, layers, fronts, baselines, totals, config, calib_x,
+                                                 sim_x, parent_inputs)
+            alloc, comparison = _sequential(sequential_at, baselines, totals, alloc, config, evaluate)
+    refit_on_compressed = comparison.get("kept") == "sequential" and config.refit
 
     chosen_cost, _ = allocation_totals(alloc, baselines, totals)
     if not cost_ok:
@@ -307,7 +318,10 @@ def compress(
         )
 
     with timer("rebuild"):
-        alloc = _refit_chosen(parent, summary, alloc, stats, config, parent_inputs)
+        if refit_on_compressed:
+            alloc = sequential_at.refit_chosen(alloc)
+        else:
+            alloc = _refit_chosen(parent, summary, alloc, stats, config, parent_inputs)
         child = rebuild_model(parent, {k: v.fitted for k, v in alloc.factorized.items()})
     with timer("finetune"):
         teacher = parent if config.finetune.distill else None
@@ -383,22 +397,24 @@ def _baseline_candidates(name, kernel, bias, geometry, allowed, stats, config):
     return [Candidate(fitted)], {"generated": 1, "fitted": 1}
 
 
-def _choose(fronts, baselines, totals, config, evaluate) -> tuple[Allocation, bool]:
-    if config.ranks is not None:
-        # baseline ranks: take every saving candidate as it is
-        choice = {k: (v[0] if v else None) for k, v in fronts.items()}
-        return Allocation(choice, float("nan")), True
-    alloc, ok = lambda_for_cost_targets(fronts, baselines, totals, config.targets)
-    if not ok:
-        return alloc, False
-    if config.max_drop is not None and not config.targets.active:
-        alloc = _lambda_for_drop(fronts, baselines, totals, config, evaluate)
-    elif config.max_drop is not None or config.targets.active:
-        evaluate(alloc)
-    return alloc, True
+def _choose(allocate_at: Allocator, baselines, totals, config, evaluate, *, iterations: int = 40) -> tuple[Allocation, bool]:
+    """Tune the global knob λ for ``allocate_at`` (layerwise or sequential, METHODS.md §3.5).
+
+    Cost targets fix λ by bisection on the cost model; an accuracy budget alone fixes it by
+    bisection on the estimated drop; with both, the cost λ is evaluated against the budget
+    (the caller reports whether it holds).
+    """
+    if config.targets.active:
+        alloc, ok = lambda_for_cost_targets(allocate_at, baselines, totals, config.targets, iterations=iterations)
+        if ok and config.max_drop is not None:
+            evaluate(alloc)
+        return alloc, ok
+    if config.max_drop is not None:
+        return _lambda_for_drop(lambda lam: allocate_at(lam)[0], config, evaluate), True
+    return allocate_at(0.0)[0], True
 
 
-def _lambda_for_drop(fronts, baselines, totals, config, evaluate) -> Allocation:
+def _lambda_for_drop(allocation_at: Callable[[float], Allocation], config, evaluate) -> Allocation:
     """Largest λ (most compression) whose estimated drop is within budget with 95 % confidence.
 
     The criterion is the paired one-sided 95 % upper bound of the drop before fine-tune
@@ -410,7 +426,7 @@ def _lambda_for_drop(fronts, baselines, totals, config, evaluate) -> Allocation:
     within: list[float] = [0.0]  # λ values seen within budget (λ = 0 keeps every layer dense)
 
     def too_much(lam: float) -> bool:
-        alloc = allocate(fronts, baselines, totals, config.targets, lam)
+        alloc = allocation_at(lam)
         if alloc.factorized:
             key = alloc.key()
             if key not in cache:
@@ -421,39 +437,97 @@ def _lambda_for_drop(fronts, baselines, totals, config, evaluate) -> Allocation:
         return False
 
     if bisect_lambda(too_much, iterations=12) is None:  # even the most compressed allocation fits
-        return allocate(fronts, baselines, totals, config.targets, 1e9)
+        return allocation_at(LAMBDA_RANGE[1])
     # the bisection already evaluated the last allocation within budget: reuse it
-    return allocate(fronts, baselines, totals, config.targets, max(within))
+    return allocation_at(max(within))
 
 
-def _sequential(parent, summary, layers, stats, fronts, baselines, totals, layerwise, config, evaluate,
-                calib_x, sim_x, parent_inputs) -> tuple[Allocation, dict]:
-    """Re-score each layer with the upstream choices in place (METHODS.md §3.6).
+class _SequentialAllocator:
+    """The sequential pass of METHODS.md §3.6 as an allocator of λ.
 
+    For a λ, layers are visited in topological order; each layer's front is re-scored on
+    the inputs it sees with the upstream choices already in place (optionally refitted to
+    those inputs), and the layer takes its argmin of ``error + λ·cost`` from that front.
+    The re-scored front depends only on the upstream choices, so it is cached by them: a
+    bisection over λ re-visits few distinct prefixes, and each costs one rebuild and one
+    probe of the similarity batch.
+    """
+
+    def __init__(self, parent, summary, layers, fronts, baselines, totals, config, calib_x, sim_x, parent_inputs):
+        self.parent, self.summary, self.layers, self.fronts = parent, summary, layers, fronts
+        self.baselines, self.totals, self.config = baselines, totals, config
+        self.calib_x, self.sim_x, self.parent_inputs = calib_x, sim_x, parent_inputs
+        self._cache: dict[tuple, list[Candidate]] = {}
+
+    def rescored(self, name: str, upstream: Mapping[str, Candidate]) -> list[Candidate]:
+        key = (name, tuple(sorted((k, v.method, v.rank) for k, v in upstream.items())))
+        if key not in self._cache:
+            current = rebuild_model(self.parent, {k: v.fitted for k, v in upstream.items()}) if upstream else self.parent
+            front = self.fronts[name]
+            if self.config.refit and upstream:
+                front = _refit_front(self.parent, current, self.summary, name, front, self.calib_x, self.config,
+                                     n_iter_max=self.config.search_iterations)
+            self._cache[key] = self._score(name, current, front)
+        return self._cache[key]
+
+    def _score(self, name: str, current: keras.Model, front: Sequence[Candidate]) -> list[Candidate]:
+        inputs_hat = _layer_inputs(current, [name], self.sim_x)[name]
+        layer = self.parent.get_layer(name)
+        tail = feature_map_tail(self.parent, name)
+        reference = reference_feature_map(layer, tail, self.parent_inputs[name])
+        return score_similarity(front, layer, tail, inputs_hat, reference, self.config.similarity)
+
+    def refit_chosen(self, alloc: Allocation) -> Allocation:
+        """Full-sweep refit of the chosen iterative candidates, in order, on the compressed inputs.
+
+        The bisection scored refits after ``search_iterations`` sweeps; the chosen ones get
+        the full schedule, each on the network with its (already final) upstream choices,
+        and a refit is kept only when it is at least as similar.
+        """
+        choice: dict[str, Optional[Candidate]] = {}
+        for name in self.layers:
+            chosen = alloc.choice[name]
+            upstream = {k: v.fitted for k, v in choice.items() if v is not None}
+            if chosen is not None and chosen.method != "svd" and upstream:  # svd refits are closed-form already
+                current = rebuild_model(self.parent, upstream)
+                (refit,) = _refit_front(self.parent, current, self.summary, name, [chosen], self.calib_x, self.config,
+                                        n_iter_max=FULL_SWEEPS)
+                (refit,) = self._score(name, current, [refit])
+                chosen = refit if refit.similarity >= chosen.similarity else chosen
+            choice[name] = chosen
+        return Allocation(choice, alloc.lam)
+
+    def __call__(self, lam: float) -> tuple[Allocation, dict[str, list[Candidate]]]:
+        choice: dict[str, Optional[Candidate]] = {}
+        path: dict[str, list[Candidate]] = {}
+        for name in self.layers:
+            path[name] = self.rescored(name, {k: v for k, v in choice.items() if v is not None})
+            one = allocate({name: path[name]}, self.baselines, self.totals, self.config.targets, lam)
+            choice[name] = one.choice[name]
+        return Allocation(choice, lam), path
+
+
+#: Bisection steps over sequential passes (each may rebuild); log-λ resolution 34.5 / 2¹⁶ nats.
+SEQUENTIAL_ITERATIONS = 16
+
+
+def _sequential(allocate_at: _SequentialAllocator, baselines, totals, layerwise, config, evaluate) -> tuple[Allocation, dict]:
+    """Tune λ again over sequential passes and keep whichever selection fits the network better.
+
+    Re-scored with upstream error included, candidates look different (worse, or with
+    refit often better), so the layerwise λ would miss or under-use the cost targets: λ is
+    bisected again with the sequential pass as the allocator. The sequential allocation is
+    kept only if it meets every target and its calibration KL to the parent's outputs is
+    not larger than the layerwise one's, so the result is never worse on that objective.
     With ``refit`` the candidates are refitted to the compressed network's inputs: the target
     is ``W* = W Σ_{x x̂} Σ_{x̂ x̂}⁻¹`` with Σ-norm ``Σ_{x̂ x̂}``, which minimises
     ``E‖W x − W̃ x̂‖²`` (reduced-rank regression, Zhang et al. 2016) **[our choice of refit]**.
     """
-    dims_targets = config.targets
-    choice: dict[str, Optional[Candidate]] = {}
-    for name in layers:
-        upstream = {k: v.fitted for k, v in choice.items() if v is not None}
-        current = rebuild_model(parent, upstream) if upstream else parent
-        inputs_hat = _layer_inputs(current, [name], sim_x)[name]
-        layer = parent.get_layer(name)
-        tail = feature_map_tail(parent, name)
-        reference = reference_feature_map(layer, tail, parent_inputs[name])
-        front = fronts[name]
-        if config.refit and upstream:
-            front = _refit_front(parent, current, summary, name, front, calib_x, config)
-        rescored = score_similarity(front, layer, tail, inputs_hat, reference, config.similarity)
-        one = allocate({name: rescored}, baselines, totals, dims_targets, layerwise.lam)
-        choice[name] = one.choice[name]
-    sequential = Allocation(choice, layerwise.lam)
-    cost, latency = allocation_totals(sequential, baselines, totals)
-    comparison = {"kept": "layerwise"}
-    if not all(meets(config.targets, cost, latency, totals).values()):
-        comparison["reason"] = "the sequential choice misses a cost target"
+    sequential, ok = _choose(allocate_at, baselines, totals, config, evaluate, iterations=SEQUENTIAL_ITERATIONS)
+    comparison: dict = {"kept": "layerwise", "sequential_lambda": sequential.lam, "layerwise_lambda": layerwise.lam,
+                        "sequential_choice": _choice_text(sequential), "layerwise_choice": _choice_text(layerwise)}
+    if not ok or not sequential.factorized:
+        comparison["reason"] = "no sequential choice meets the cost targets"
         return layerwise, comparison
     seq_point, lw_point = evaluate(sequential), evaluate(layerwise)
     comparison.update(layerwise_calibration_kl=lw_point["calibration_kl"], sequential_calibration_kl=seq_point["calibration_kl"])
@@ -467,9 +541,18 @@ def _sequential(parent, summary, layers, stats, fronts, baselines, totals, layer
     return layerwise, comparison
 
 
-def _refit_front(parent, current, summary, name, front, calib_x, config):
-    from lrf_core.covariance import InputStatistics, covariance_factor
+def _choice_text(alloc: Allocation) -> dict[str, str]:
+    return {k: (f"{v.method}{list(v.rank)}" if v is not None else "dense") for k, v in alloc.choice.items()}
+
+
+def _refit_front(parent, current, summary, name, front, calib_x, config, *, n_iter_max: int):
+    """Refit ``front``'s method/rank pairs to the inputs ``current`` feeds layer ``name``.
+
+    Target ``W* = W Σ_{x x̂} Σ_{x̂ x̂}⁻¹`` in the ``Σ_{x̂ x̂}`` norm (see :func:`_sequential`).
+    """
     from lrf_core.calibration import layer_input_vectors
+    from lrf_core.covariance import InputStatistics, covariance_factor
+    from lrf_core.layout import kernel_to_matrix, matrix_to_kernel
 
     geometry = summary.record(name).geometry
     x = layer_input_vectors(_layer_inputs(parent, [name], calib_x)[name], geometry).astype(np.float64)
@@ -478,16 +561,13 @@ def _refit_front(parent, current, summary, name, front, calib_x, config):
     sigma_hat = InputStatistics(x_hat.T @ x_hat / n, x_hat.mean(axis=0), n)
     cross = x.T @ x_hat / n
     kernel, bias = kernel_and_bias(parent.get_layer(name))
-    from lrf_core.layout import kernel_to_matrix, matrix_to_kernel
-
     root = covariance_factor(sigma_hat.second_moment)
-    w_star = kernel_to_matrix(kernel) @ cross @ np.linalg.inv(root.damped)
-    target = matrix_to_kernel(w_star, kernel.shape)
+    target = matrix_to_kernel(kernel_to_matrix(kernel) @ cross @ np.linalg.inv(root.damped), kernel.shape)
     refitted = []
     for c in front:
         method = get_method(geometry.kind, c.method)
         fitted = fit_layer(name, target, bias, geometry, method, c.rank, stats=sigma_hat,
-                           objective=config.objective, seed=config.seed)
+                           objective=config.objective, seed=config.seed, n_iter_max=n_iter_max)
         refitted.append(Candidate(fitted, latency_s=c.latency_s))
     return refitted
 
@@ -499,8 +579,6 @@ def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inpu
     them); only the chosen ones get the full fit, whose similarity is measured again. A
     refit is kept only when it is at least as similar (the guard makes that the rule).
     """
-    if config.selection == "sequential" and config.refit:
-        return alloc  # sequential refits are fitted to the compressed network already
     choice = dict(alloc.choice)
     for name, chosen in alloc.factorized.items():
         method = get_method(chosen.fitted.geometry.kind, chosen.method)

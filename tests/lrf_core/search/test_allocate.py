@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from lrf_core.decompose.base import Cost
-from lrf_core.search.allocate import CostTargets, LayerBaseline, ModelTotals, allocation_totals, lambda_for_cost_targets
+from lrf_core.search.allocate import (
+    CostTargets, LayerBaseline, ModelTotals, allocation_totals, lambda_for_cost_targets, layerwise_allocator,
+)
 from lrf_core.search.candidates import Candidate
 
 
@@ -38,6 +40,10 @@ def problem():
     return fronts, baselines, ModelTotals(5000 + 500, 5000)  # 500 params outside the eligible layers
 
 
+def _solve(fronts, baselines, totals, targets):
+    return lambda_for_cost_targets(layerwise_allocator(fronts, baselines, totals, targets), baselines, totals, targets)
+
+
 def _total_error(alloc):
     return sum(c.error for c in alloc.choice.values() if c is not None)
 
@@ -45,7 +51,7 @@ def _total_error(alloc):
 @pytest.mark.parametrize("target", [0.2, 0.3, 0.35, 0.5, 0.8])
 def test_allocation_meets_target_and_is_near_optimal(problem, target):
     fronts, baselines, totals = problem
-    alloc, ok = lambda_for_cost_targets(fronts, baselines, totals, CostTargets(params=target))
+    alloc, ok = _solve(fronts, baselines, totals, CostTargets(params=target))
     cost, _ = allocation_totals(alloc, baselines, totals)
     # brute force over every choice (7^5)
     options = {k: [None] + list(v) for k, v in fronts.items()}
@@ -63,6 +69,6 @@ def test_allocation_meets_target_and_is_near_optimal(problem, target):
 
 def test_impossible_target_returns_the_cheapest_allocation(problem):
     fronts, baselines, totals = problem
-    alloc, ok = lambda_for_cost_targets(fronts, baselines, totals, CostTargets(params=0.01))
+    alloc, ok = _solve(fronts, baselines, totals, CostTargets(params=0.01))
     assert not ok
     assert all(c is not None and c.cost.params == min(o.cost.params for o in fronts[k]) for k, c in alloc.choice.items())

@@ -101,6 +101,53 @@ def test_sequential_is_never_worse_on_the_calibration_objective(planted):
     assert sim(sequential)["b"] != pytest.approx(sim(layerwise)["b"], abs=1e-6)
 
 
+@pytest.fixture(scope="module")
+def chained():
+    """1×1 convs `a` then `b` (linear), built so upstream error decides `b`'s rank.
+
+    ``a`` has a decaying spectrum (cheap to truncate by its own output); ``b`` undoes that
+    decay, so ``b∘a`` is orthogonal. Scored on the parent's inputs, ``b`` needs a high rank
+    and ``a`` gets little budget; once ``a`` is truncated to rank r, ``b`` only sees an
+    r-dimensional input, and refitted to it, rank r is exact: sequential selection must
+    move budget from ``b`` to ``a``.
+    """
+    rng = np.random.default_rng(0)
+    c = 32
+    u, v, q = (np.linalg.qr(rng.normal(size=(c, c)))[0] for _ in range(3))
+    singular = 0.9 ** np.arange(c)
+    inputs = keras.Input((6, 6, c))
+    x = keras.layers.Conv2D(c, 1, name="a")(inputs)
+    x = keras.layers.Conv2D(c, 1, name="b")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(keras.layers.GlobalAveragePooling2D()(x)))
+    model.get_layer("a").set_weights([((v * singular) @ u.T)[None, None], np.zeros(c)])
+    model.get_layer("b").set_weights([((u / singular) @ q.T)[None, None], np.zeros(c)])
+    x = rng.normal(size=(300, 6, 6, c)).astype(np.float32)
+    data = Dataset(x, np.argmax(model.predict(x, verbose=0), axis=1), "chained", 10)
+    return model, CompressData(data, data, data)
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_sequential_moves_rank_where_upstream_error_matters(chained, refit):
+    model, data = chained
+    config = dict(targets=CostTargets(params=0.4), methods=SVD_ONLY, skip_layers=("head",), grid_points=12)
+    layerwise = compress(model, data, _quick(**config))
+    sequential = compress(model, data, _quick(selection="sequential", refit=refit, **config))
+    ranks = lambda r: {l["layer"]: l["rank"][0] for l in r.report["layers"] if l["status"] == "factorized"}
+    cmp = sequential.report["selection_comparison"]
+    assert cmp["layerwise_choice"] == {"a": f"svd[{ranks(layerwise)['a']}]", "b": f"svd[{ranks(layerwise)['b']}]"}
+    assert ranks(layerwise)["b"] > ranks(layerwise)["a"]  # scored alone, b looks expensive to truncate
+    # λ was tuned again over sequential passes, so the sequential choice meets the target too
+    assert sequential.met and sequential.model.count_params() <= 0.4 * model.count_params()
+    chosen = {k: int(v[4:-1]) for k, v in cmp["sequential_choice"].items()}
+    if refit:
+        assert chosen["b"] <= chosen["a"] and chosen != ranks(layerwise)  # rank moved from b to a
+        assert cmp["kept"] == "sequential"
+        assert cmp["sequential_calibration_kl"] < cmp["layerwise_calibration_kl"]
+    # whichever is kept has the lower calibration KL (never worse than layerwise) and is the model built
+    assert cmp[f"{cmp['kept']}_calibration_kl"] == min(cmp["sequential_calibration_kl"], cmp["layerwise_calibration_kl"])
+    assert ranks(sequential) == (chosen if cmp["kept"] == "sequential" else ranks(layerwise))
+
+
 def test_latency_guard_never_picks_a_slower_block(planted):
     model, data = planted
     slow_methods = {"tucker2"}  # every Tucker-2 block is "slower than the dense layer"
