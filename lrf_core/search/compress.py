@@ -31,6 +31,7 @@ import numpy as np
 
 from lrf_core import __version__
 from lrf_core.calibration import collect_statistics
+from lrf_core.covariance import InputStatistics
 from lrf_core.data import Dataset
 from lrf_core.decompose.registry import get_method, method_ids
 from lrf_core.errors import LRFError, PlanError
@@ -47,7 +48,9 @@ from lrf_core.search.candidates import (
 )
 from lrf_core.similarity import SIMILARITY_METRICS, SimilarityMetric
 
-__all__ = ["CompressConfig", "CompressData", "CompressResult", "TargetNotMetError", "compress"]
+__all__ = [
+    "CompressConfig", "CompressData", "CompressResult", "SearchResult", "TargetNotMetError", "compress", "search", "finish",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +133,24 @@ class CompressResult:
     model: keras.Model
     report: dict
     met: bool
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What the search decided, before any model is rebuilt or trained.
+
+    ``allocation`` holds the chosen fitted candidate per eligible layer (None = dense);
+    ``report`` the search part of the report (layers, candidates, λ path, selection
+    comparison, phase timings); ``totals`` the parent's totals the fractions refer to.
+    """
+
+    allocation: Allocation
+    report: dict
+    totals: ModelTotals
+
+    @property
+    def fitted(self) -> dict:
+        return {k: v.fitted for k, v in self.allocation.factorized.items()}
 
 
 class _Timer:
@@ -229,12 +250,31 @@ def compress(
     model_latency_fn: Optional[Callable[[Sequence[keras.Model]], Sequence[float]]] = None,
     progress: Optional[Progress] = None,
 ) -> CompressResult:
-    """Compress ``parent`` to meet ``config``'s targets (see module docstring).
+    """Compress ``parent`` to meet ``config``'s targets (see module docstring): search, then finish.
 
     ``latency_fn(specs, input_shape) -> seconds`` times a block (used with
     ``config.latency_guard`` or a latency target); ``model_latency_fn(models) -> seconds``
     times whole models interleaved. Both are injectable so tests can fake slow timings.
     Raises :class:`TargetNotMetError` (with the best reachable point) when a target is missed.
+    """
+    searched = search(parent, data, config, latency_fn=latency_fn, model_latency_fn=model_latency_fn, progress=progress)
+    return finish(parent, searched, data, config, model_latency_fn=model_latency_fn, progress=progress)
+
+
+def search(
+    parent: keras.Model,
+    data: CompressData,
+    config: CompressConfig = CompressConfig(),
+    *,
+    stats: Optional[Mapping[str, InputStatistics]] = None,
+    latency_fn: Optional[Callable] = None,
+    model_latency_fn: Optional[Callable[[Sequence[keras.Model]], Sequence[float]]] = None,
+    progress: Optional[Progress] = None,
+) -> SearchResult:
+    """Phases 1–3 and the final refit: choose and fit every layer's factorization.
+
+    ``stats`` are precomputed Σ statistics per layer (the pipeline's calibrate step); when
+    None they are collected from ``data.calibration``. Raises :class:`TargetNotMetError`.
     """
     progress = progress or (lambda phase, done, total: None)
     timer = _Timer()
@@ -248,7 +288,11 @@ def compress(
 
     calib_x = data.calibration.x
     with timer("calibration"):
-        stats = collect_statistics(parent, calib_x, layers, on_batch=lambda d, t: progress("calibration", d, t))
+        if stats is None:
+            stats = collect_statistics(parent, calib_x, layers, on_batch=lambda d, t: progress("calibration", d, t))
+        missing = [n for n in layers if n not in stats]
+        if missing:
+            raise PlanError(f"The calibration statistics have no entry for layers {missing}: recompute them for this model.")
     sim_x = calib_x[: config.similarity_examples]
     parent_inputs = _layer_inputs(parent, layers, sim_x)
     parent_calib_out = _predict(parent, calib_x)
@@ -317,23 +361,40 @@ def compress(
             f"candidates reaches {best}. Relax the target or allow more methods.", report,
         )
 
-    with timer("rebuild"):
+    with timer("refit"):
         if refit_on_compressed:
             alloc = sequential_at.refit_chosen(alloc)
         else:
             alloc = _refit_chosen(parent, summary, alloc, stats, config, parent_inputs)
-        child = rebuild_model(parent, {k: v.fitted for k, v in alloc.factorized.items()})
+    report = _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path)
+    if comparison:
+        report["selection_comparison"] = comparison
+    return SearchResult(alloc, report, totals)
+
+
+def finish(
+    parent: keras.Model,
+    searched: SearchResult,
+    data: CompressData,
+    config: CompressConfig,
+    *,
+    model_latency_fn: Optional[Callable[[Sequence[keras.Model]], Sequence[float]]] = None,
+    progress: Optional[Progress] = None,
+) -> CompressResult:
+    """Phases 4–5: rebuild the searched choice, fine-tune once, evaluate every target."""
+    progress = progress or (lambda phase, done, total: None)
+    timer = _Timer()
+    with timer("rebuild"):
+        child = rebuild_model(parent, searched.fitted)
     with timer("finetune"):
         teacher = parent if config.finetune.distill else None
         ft = finetune(child, data.train, data.val, config.finetune, teacher=teacher,
                       on_epoch=lambda e, n, acc: progress("finetune", e, n))
         progress("finetune", ft.epochs_run, ft.epochs_run)  # early stopping ends the bar
+    report = dict(searched.report)
     with timer("evaluation"):
-        report = _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path)
-        _evaluate_final(report, parent, child, data, config, totals, ft, use_latency, model_latency_fn)
-        if comparison:
-            report["selection_comparison"] = comparison
-    report["phases_s"] = {k: round(v, 3) for k, v in timer.phases.items()}
+        _evaluate_final(report, parent, child, data, config, searched.totals, ft, model_latency_fn)
+    report["phases_s"] = {**report["phases_s"], **{k: round(v, 3) for k, v in timer.phases.items()}}
     met = all(t["met"] for t in report["targets"])
     return CompressResult(child, report, met)
 
@@ -655,7 +716,7 @@ def _dense_reason(front, counts) -> str:
     return "keeping it dense was the better trade-off for the target"
 
 
-def _evaluate_final(report, parent, child, data, config, totals, ft: FinetuneResult, use_latency, model_latency_fn):
+def _evaluate_final(report, parent, child, data, config, totals, ft: FinetuneResult, model_latency_fn):
     parent_cost, child_cost = model_cost(parent), model_cost(child)
     p_val, c_val = _predict(parent, data.val.x), _predict(child, data.val.x)
     report["parent"] = {"params": parent_cost.params, "macs": parent_cost.macs, "val_accuracy": _accuracy(p_val, data.val.y)}
