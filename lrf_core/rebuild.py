@@ -16,6 +16,7 @@ from typing import Callable, Mapping, Optional
 import keras
 
 from lrf_core.errors import RebuildError
+from lrf_core.decision import ChosenLayer
 from lrf_core.factorize import FittedLayer
 from lrf_core.graph import describe_model
 from lrf_core.keras_chain import instantiate_chain, set_chain_weights
@@ -79,8 +80,12 @@ def clone_replacing(
     return keras.Model(clone.input, clone.output, name=name or f"{parent.name}_lrf"), made
 
 
-def rebuild_model(model: keras.Model, fitted: Mapping[str, FittedLayer], *, name: Optional[str] = None) -> keras.Model:
+def rebuild_model(
+    model: keras.Model, fitted: Mapping[str, FittedLayer | ChosenLayer], *, name: Optional[str] = None
+) -> keras.Model:
     """A new model in which each layer named in ``fitted`` is replaced by its factor chain.
+
+    ``fitted`` values need only their ``specs`` (a fit, or a decision read back from disk).
 
     The parent is not modified. Layers not in ``fitted`` keep their weights exactly.
     """

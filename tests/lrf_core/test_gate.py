@@ -1,0 +1,88 @@
+"""The accuracy gate: observed drop, paired bootstrap confidence, cost and latency checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lrf_core.errors import DataError, PlanError
+from lrf_core.gate import GateConfig, bootstrap_drops, gate_verdict
+
+
+def _outputs(labels: np.ndarray, wrong: np.ndarray, classes: int = 10) -> np.ndarray:
+    """One-hot logits that predict ``labels`` except where ``wrong`` (then the next class)."""
+    predicted = np.where(wrong, (labels + 1) % classes, labels)
+    return np.eye(classes)[predicted]
+
+
+def _pair(n: int, child_extra_wrong: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    parent_wrong = np.zeros(n, bool)
+    parent_wrong[: n // 20] = True  # the parent is 95 % right
+    child_wrong = parent_wrong.copy()
+    child_wrong[n // 20: n // 20 + child_extra_wrong] = True
+    return _outputs(labels, parent_wrong), _outputs(labels, child_wrong), labels
+
+
+def test_identical_models_pass_with_full_confidence():
+    parent, _, labels = _pair(500, 0)
+    verdict = gate_verdict(parent, parent, labels, GateConfig(), params_kept=0.3, macs_kept=0.4)
+    assert verdict.passed and verdict.drop_points == 0.0
+    check = {c.name: c for c in verdict.checks}
+    assert check["confidence_drop_below_bound"].value == 1.0
+    assert verdict.parent_accuracy == verdict.child_accuracy == pytest.approx(0.95)
+
+
+def test_a_drop_above_the_budget_fails_and_names_the_check():
+    parent, child, labels = _pair(1000, 30)  # 3 points worse
+    verdict = gate_verdict(parent, child, labels, GateConfig(max_drop=1.0), params_kept=0.3, macs_kept=0.4)
+    assert not verdict.passed and verdict.drop_points == pytest.approx(3.0)
+    assert [c.name for c in verdict.failed] == ["accuracy_drop_points", "confidence_drop_below_bound"]
+    assert verdict.failed[0].threshold == 1.0 and verdict.failed[0].value == pytest.approx(3.0)
+
+
+def test_the_same_drop_passes_on_many_examples_and_fails_on_few():
+    # 1.0-point drop, exactly at the budget: on 100 images one extra error is a coin flip
+    few = gate_verdict(*_pair(100, 1), GateConfig(max_drop=1.0), params_kept=0.3, macs_kept=0.3)
+    many = gate_verdict(*_pair(10_000, 100), GateConfig(max_drop=1.0), params_kept=0.3, macs_kept=0.3)
+    assert few.drop_points == many.drop_points == pytest.approx(1.0)
+    assert [c.name for c in few.failed] == ["confidence_drop_below_bound"]
+    assert many.passed
+    # P(Binomial(100, 0.01) <= 1) = 0.736: the bootstrap estimates it
+    confidence = {c.name: c.value for c in few.checks}["confidence_drop_below_bound"]
+    assert confidence == pytest.approx(0.736, abs=0.03)
+
+
+def test_bootstrap_matches_resampling_examples():
+    parent, child, labels = _pair(400, 12, seed=1)
+    p_ok = np.argmax(parent, 1) == labels
+    c_ok = np.argmax(child, 1) == labels
+    drops = bootstrap_drops(p_ok, c_ok, 20_000, seed=0)
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 400, size=(5000, 400))
+    naive = 100 * (p_ok[idx].mean(1) - c_ok[idx].mean(1))
+    assert drops.mean() == pytest.approx(naive.mean(), abs=0.03) == pytest.approx(3.0, abs=0.05)
+    assert drops.std() == pytest.approx(naive.std(), rel=0.05)
+    assert np.array_equal(drops, bootstrap_drops(p_ok, c_ok, 20_000, seed=0))  # seeded
+
+
+def test_cost_and_latency_checks():
+    parent, _, labels = _pair(500, 0)
+    config = GateConfig(targets={"params_kept": 0.3})
+    slow = gate_verdict(parent, parent, labels, config, params_kept=0.25, macs_kept=0.5, latency_ratio=1.2)
+    assert [(c.name, c.value, c.threshold) for c in slow.failed] == [("latency_ratio", 1.2, 1.0)]
+    big = gate_verdict(parent, parent, labels, config, params_kept=0.35, macs_kept=0.5)
+    assert [c.name for c in big.failed] == ["params_kept"]
+    unmeasured = {c.name: c for c in big.checks}["latency_ratio"]
+    assert unmeasured.passed is None and "not measured" in unmeasured.note
+
+
+def test_bad_inputs_are_refused():
+    parent, child, labels = _pair(50, 0)
+    with pytest.raises(DataError, match="agree"):
+        gate_verdict(parent, child[:-1], labels, GateConfig(), params_kept=1, macs_kept=1)
+    with pytest.raises(PlanError, match="unknown cost targets"):
+        GateConfig(targets={"flops": 0.3})
+    with pytest.raises(PlanError, match="confidence"):
+        GateConfig(confidence=1.0)
