@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from tasks.files import write_report_outputs, write_text_atomic
 
 EXIT_USAGE = 2
 EXIT_TARGET = 3
@@ -139,19 +140,6 @@ def _add_compress_parser(sub, fmt) -> None:
 
 
 # -- I/O helpers ----------------------------------------------------------------------------
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same directory, so no partial file is ever left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_plan(path: str) -> Any:
@@ -351,7 +339,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
               f"{report['child']['params'] / report['parent']['params']:.1%}, MACs kept "
               f"{report['child']['macs'] / report['parent']['macs']:.1%}. No model written.", file=sys.stderr)
         return EXIT_TARGET
-    _write_outputs(out, result.model, report, render_markdown(report), pareto_figure(report))
+    write_report_outputs(out, result.model, report, render_markdown(report), pareto_figure(report))
     _print_compress_summary(report, out)
     return 0
 
@@ -384,35 +372,9 @@ def _compress_dprp(args, model, data, out: Path) -> int:
     }
     text = (f"# DPRP report: `{model.name}`\n\nparams {result.params_before:,} → {result.params_after:,}; "
             f"validation accuracy {result.val_accuracy_parent:.2%} → {result.val_accuracy:.2%}.\n")
-    _write_outputs(out, result.model, report, text, None)
+    write_report_outputs(out, result.model, report, text, None)
     print(text)
     return 0
-
-
-def _write_outputs(out: Path, model, report: dict, markdown: str, figure) -> None:
-    """Model last-but-one, report last: a reader that sees report.json sees a complete directory."""
-    from lrf_core.model_io import save_model_atomic
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_model_atomic(model, out / "model.keras")
-    write_text_atomic(out / "report.md", markdown)
-    if figure is not None:
-        tmp = out / ".pareto.png.tmp"
-        figure.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, out / "pareto.png")
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def _print_compress_summary(report: dict, out: Path) -> None:

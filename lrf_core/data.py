@@ -30,6 +30,8 @@ __all__ = [
     "SCHEMES",
     "SPLITS",
     "load_dataset",
+    "load_arrays",
+    "RawData",
     "stratified_sample",
     "split_dataset",
     "check_fits_model_input",
@@ -143,8 +145,22 @@ class Dataset:
 # ----------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------
-def load_dataset(uri: str, *, split: str = "train") -> Dataset:
-    """Load a labelled dataset from a URI.
+@dataclass(frozen=True)
+class RawData:
+    """Arrays as a loader read them, before :class:`Dataset` validates their contents.
+
+    The pipeline hands these to its data-quality suite, which reports every problem
+    (NaNs, labels, duplicates...) at once instead of stopping at the first.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    name: str
+    num_classes: int
+
+
+def load_arrays(uri: str, *, split: str = "train") -> RawData:
+    """Load a labelled dataset's arrays from a URI (format checks only, no content checks).
 
     Parameters
     ----------
@@ -167,13 +183,13 @@ def load_dataset(uri: str, *, split: str = "train") -> Dataset:
 
     Returns
     -------
-    Dataset
+    RawData
         Named ``"{uri}#{split}"``.
 
     Raises
     ------
     DataError
-        Unknown scheme or split, missing or malformed file, invalid contents.
+        Unknown scheme or split, missing or malformed file.
     """
     if not isinstance(uri, str) or ":" not in uri:
         raise DataError(
@@ -190,9 +206,20 @@ def load_dataset(uri: str, *, split: str = "train") -> Dataset:
             + "; ".join(f"{s}: ({desc})" for s, desc in SCHEMES.items())
             + "."
         )
-    name = f"{uri}#{split}"
     x, y, num_classes = loader(location, split, uri)
-    dataset = Dataset(x=x, y=y, name=name, num_classes=num_classes)
+    return RawData(x=x, y=y, name=f"{uri}#{split}", num_classes=num_classes)
+
+
+def load_dataset(uri: str, *, split: str = "train") -> Dataset:
+    """Load a labelled dataset from a URI and validate it (see :func:`load_arrays` for URIs).
+
+    Raises
+    ------
+    DataError
+        Unknown scheme or split, missing or malformed file, invalid contents.
+    """
+    raw = load_arrays(uri, split=split)
+    dataset = Dataset(x=raw.x, y=raw.y, name=raw.name, num_classes=raw.num_classes)
     logger.info("Loaded %r", dataset)
     return dataset
 

@@ -5,12 +5,10 @@
   Keras 3 functional model: every layer rebuilt from its config, weights copied).
 * :func:`save_model_atomic` writes a ``.keras`` file so that a failure never leaves a
   partial file behind.
-* :func:`file_sha256` hashes a file for lineage records.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -24,7 +22,7 @@ import keras
 
 from lrf_core.errors import ModelLoadError
 
-__all__ = ["load_model", "save_model_atomic", "file_sha256", "SUPPORTED_KINDS"]
+__all__ = ["load_model", "save_model_atomic", "SUPPORTED_KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +361,7 @@ def _copy_legacy_weights(legacy: Any, model: keras.Model, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Saving and hashing
+# Saving
 # ----------------------------------------------------------------------------------------
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
     """Save ``model`` to ``path`` (``.keras``) atomically.
@@ -388,12 +386,3 @@ def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
             os.remove(tmp)
         raise
     logger.info("Saved model %r to %s", model.name, path)
-
-
-def file_sha256(path: str | os.PathLike, *, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lrf_core.errors import ModelLoadError
-from lrf_core.model_io import file_sha256, load_model, save_model_atomic
+from lrf_core.model_io import load_model, save_model_atomic
+from tasks.files import file_sha256
 
 X = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
 
