@@ -49,7 +49,7 @@ from lrf_core.search.candidates import (
 from lrf_core.similarity import SIMILARITY_METRICS, SimilarityMetric
 
 __all__ = [
-    "CompressConfig", "CompressData", "CompressResult", "SearchResult", "TargetNotMetError", "compress", "search", "finish",
+    "CompressConfig", "CompressData", "CompressResult", "SearchResult", "TargetNotMetError", "compress", "search", "finish", "evaluate_final",
 ]
 
 logger = logging.getLogger(__name__)
@@ -393,7 +393,7 @@ def finish(
         progress("finetune", ft.epochs_run, ft.epochs_run)  # early stopping ends the bar
     report = dict(searched.report)
     with timer("evaluation"):
-        _evaluate_final(report, parent, child, data, config, searched.totals, ft, model_latency_fn)
+        evaluate_final(report, parent, child, data, config, searched.totals, ft, model_latency_fn)
     report["phases_s"] = {**report["phases_s"], **{k: round(v, 3) for k, v in timer.phases.items()}}
     met = all(t["met"] for t in report["targets"])
     return CompressResult(child, report, met)
@@ -716,7 +716,7 @@ def _dense_reason(front, counts) -> str:
     return "keeping it dense was the better trade-off for the target"
 
 
-def _evaluate_final(report, parent, child, data, config, totals, ft: FinetuneResult, model_latency_fn):
+def evaluate_final(report, parent, child, data, config, totals, ft: FinetuneResult, model_latency_fn):
     parent_cost, child_cost = model_cost(parent), model_cost(child)
     p_val, c_val = _predict(parent, data.val.x), _predict(child, data.val.x)
     report["parent"] = {"params": parent_cost.params, "macs": parent_cost.macs, "val_accuracy": _accuracy(p_val, data.val.y)}

@@ -1,0 +1,439 @@
+"""The pipeline's steps as plain functions: I/O around :mod:`lrf_core` calls.
+
+Each step reads its inputs from records (paths pinned by sha256), writes its outputs into
+``out_dir`` atomically, and returns a small record. The Prefect tasks (:mod:`tasks.prefect_tasks`)
+and the DVC stages (``python -m tasks STEP``) run exactly these functions.
+
+Order: fetch_model → fetch_data → check_data (Great Expectations) → calibrate → search →
+rebuild → finetune → gate (+ Great Expectations on the gate metrics) → publish → promote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from lrf_core import __version__
+from lrf_core.errors import DataError, LRFError
+from tasks.files import load_npz, read_json, save_npz_atomic, write_atomic, write_json_atomic, write_report_outputs
+from tasks.params import PipelineParams
+from tasks.records import (
+    CalibrationRecord, CheckRecord, DataRecord, FileRef, FinetuneRecord, GateRecord, ModelFileRecord, ModelRecord,
+    PromoteRecord, PublishRecord, SearchRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["fetch_model", "fetch_data", "check_data", "calibrate", "search", "rebuild", "finetune", "gate",
+           "publish", "promote", "StepError"]
+
+
+class StepError(LRFError):
+    """A step's input is missing or was changed after the step that wrote it."""
+
+
+def _verified(ref: FileRef) -> Path:
+    """The file of ``ref``, refusing one whose content changed since it was recorded."""
+    from tasks.files import file_sha256
+
+    path = Path(ref.path)
+    if not path.exists():
+        raise StepError(f"`{path}` is missing: a previous step's output was deleted. Re-run the pipeline from that step.")
+    if file_sha256(path) != ref.sha256:
+        raise StepError(f"`{path}` changed after it was recorded (sha256 differs). Re-run the pipeline from the step "
+                        "that wrote it; never edit step outputs by hand.")
+    return path
+
+
+def _load_model(ref: FileRef):
+    from lrf_core.model_io import load_model
+
+    return load_model(_verified(ref))
+
+
+# -- fetch ------------------------------------------------------------------------------------
+
+
+def fetch_model(params: PipelineParams, out_dir: Path) -> ModelRecord:
+    """Copy the parent (local path, ``s3://``, or ``registry:NAME@ALIAS``) into ``out_dir`` and load it once.
+
+    Loading here (``safe_mode``) refuses a corrupt or unsafe model before anything else runs.
+    """
+    from lrf_core.graph import describe_model, model_cost
+    from lrf_core.model_io import load_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "parent.keras"
+    _download_model(params, target)
+    model = load_model(target)
+    describe_model(model)  # refuses subclassed models with the reason
+    cost = model_cost(model)
+    return ModelRecord(file=FileRef.of(target), source=params.model, name=model.name, params=cost.params,
+                       macs=cost.macs, input_shape=tuple(model.inputs[0].shape[1:]))
+
+
+def _download_model(params: PipelineParams, target: Path) -> None:
+    from tasks import registry, s3io
+
+    uri = params.model
+    if registry.is_registry_ref(uri):
+        ref = registry.parse_registry_ref(uri)
+        client = s3io.s3_client(params.registry.endpoint_url)
+        bucket, prefix = params.registry.bucket, params.registry.prefix
+        version = registry.resolve_ref(client, bucket, prefix, ref)
+        manifest = registry.read_manifest(client, bucket, prefix, ref.name, version)
+        entry = manifest.files.get("model.keras")
+        if entry is None:
+            raise StepError(f"{uri} (version {version}) has no model.keras.")
+        key = s3io.join_key(registry.version_key(prefix, ref.name, version), "model.keras")
+        s3io.download_file(client, bucket, key, target, expected_sha256=entry.sha256)
+    elif uri.startswith("s3://"):
+        location = s3io.parse_s3_uri(uri, require_key=True)
+        s3io.download_file(s3io.s3_client(params.registry.endpoint_url), location.bucket, location.key, target)
+    else:
+        source = Path(uri)
+        if not source.is_file():
+            raise StepError(f"Parent model `{uri}` does not exist. Give a .keras file, s3://BUCKET/KEY or "
+                            "registry:NAME@ALIAS.")
+        write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def fetch_data(params: PipelineParams, out_dir: Path) -> DataRecord:
+    """Read the training and held-out splits as they are (no content checks: check_data does those)."""
+    from lrf_core.data import load_arrays
+
+    train = load_arrays(params.data, split="train")
+    try:
+        test = load_arrays(params.data, split="test")
+    except DataError as exc:
+        raise DataError(f"The accuracy gate needs a held-out split that calibration and fine-tuning never see, "
+                        f"and `{params.data}` has none ({exc}). Use data with a test split (npz: x_test/y_test).")
+    refs = {}
+    for split, raw in (("train", train), ("test", test)):
+        path = out_dir / f"{split}.npz"
+        save_npz_atomic(path, {"x": np.asarray(raw.x), "y": np.asarray(raw.y), "num_classes": np.int64(raw.num_classes)})
+        refs[split] = FileRef.of(path)
+    return DataRecord(source=params.data, train=refs["train"], test=refs["test"], num_classes=int(train.num_classes),
+                      train_examples=len(train.y), test_examples=len(test.y))
+
+
+# -- checks and calibration ---------------------------------------------------------------------
+
+
+def _raw(ref: FileRef, name: str):
+    from lrf_core.data import RawData
+
+    arrays = load_npz(_verified(ref))
+    return RawData(x=arrays["x"], y=arrays["y"], name=name, num_classes=int(arrays["num_classes"]))
+
+
+def check_data(params: PipelineParams, model: ModelRecord, data: DataRecord, out_dir: Path) -> CheckRecord:
+    """The calibration-data suite on the training split the calibration set is drawn from.
+
+    Raises :class:`tasks.expectations.CalibrationCheckError` naming every failed
+    expectation; the result and Data Docs are written first, so they can be inspected.
+    """
+    from tasks import expectations
+
+    raw = _raw(data.train, f"{data.source}#train")
+    cal = params.calibration
+    outcome = expectations.validate_calibration(
+        raw, input_shape=tuple(model.input_shape), num_classes=data.num_classes, min_per_class=cal.min_per_class,
+        max_duplicate_fraction=cal.max_duplicate_fraction, value_range=tuple(cal.value_range),
+        docs_dir=out_dir / "data-docs",
+    )
+    expectations.write_outcome(outcome, out_dir / "calibration.json")
+    record = CheckRecord(suite=outcome.suite, success=outcome.success, result=FileRef.of(out_dir / "calibration.json"),
+                         docs_dir=str(out_dir / "data-docs"), failed=tuple(outcome.failed_descriptions))
+    expectations.raise_if_failed(outcome)
+    return record
+
+
+def _splits(params: PipelineParams, data: DataRecord, calibration: Optional[CalibrationRecord] = None):
+    """The deterministic train / val / held-out split (and the calibration set, once drawn)."""
+    from lrf_core.data import Dataset, split_dataset
+    from lrf_core.search.compress import CompressData
+
+    def dataset(ref: FileRef, name: str) -> Dataset:
+        raw = _raw(ref, name)
+        return Dataset(x=raw.x, y=raw.y, name=raw.name, num_classes=raw.num_classes)
+
+    full = dataset(data.train, f"{data.source}#train")
+    val_fraction = params.calibration.val_fraction
+    train, val = split_dataset(full, (1.0 - val_fraction, val_fraction), seed=params.seed)
+    test = dataset(data.test, f"{data.source}#test")
+    cal = dataset(calibration.calibration, "calibration") if calibration else train
+    return CompressData(cal, train, val, test)
+
+
+def calibrate(params: PipelineParams, model: ModelRecord, data: DataRecord, out_dir: Path) -> CalibrationRecord:
+    """Draw the calibration set (stratified, from the fine-tune split) and collect every layer's Σ statistics."""
+    from lrf_core.calibration import collect_statistics
+    from lrf_core.data import stratified_sample
+    from lrf_core.graph import describe_model
+
+    parent = _load_model(model.file)
+    splits = _splits(params, data)
+    calib = stratified_sample(splits.train, min(params.calibration.size, len(splits.train)), seed=params.seed)
+    layers = [r.name for r in describe_model(parent).layers if r.geometry is not None]
+    stats = collect_statistics(parent, calib.x, layers)
+    save_npz_atomic(out_dir / "calibration.npz", {"x": calib.x, "y": calib.y, "num_classes": np.int64(calib.num_classes)})
+    arrays = {}
+    for name, s in stats.items():
+        arrays.update({f"{name}/second_moment": s.second_moment, f"{name}/mean": s.mean, f"{name}/count": np.int64(s.count)})
+    save_npz_atomic(out_dir / "stats.npz", arrays)
+    return CalibrationRecord(calibration=FileRef.of(out_dir / "calibration.npz"), stats=FileRef.of(out_dir / "stats.npz"),
+                             layers=tuple(layers), examples=len(calib))
+
+
+def _load_stats(ref: FileRef, layers):
+    from lrf_core.covariance import InputStatistics
+
+    arrays = load_npz(_verified(ref))
+    return {n: InputStatistics(arrays[f"{n}/second_moment"], arrays[f"{n}/mean"], int(arrays[f"{n}/count"])) for n in layers}
+
+
+# -- search, rebuild, fine-tune -----------------------------------------------------------------
+
+
+def compress_config(params: PipelineParams):
+    """The :class:`CompressConfig` of the search knobs (validated again by lrf_core)."""
+    from lrf_core.finetune import FinetuneConfig
+    from lrf_core.search.allocate import CostTargets
+    from lrf_core.search.compress import CompressConfig
+
+    s, f = params.search, params.finetune
+    return CompressConfig(
+        methods={"conv2d": tuple(s.methods_conv), "dense": tuple(s.methods_dense)},
+        targets=CostTargets(params=s.target_params, macs=s.target_macs), max_drop=s.max_drop,
+        selection=s.selection, refit=s.refit, similarity=s.similarity, objective=s.objective,
+        grid_points=s.grid_points, skip_layers=tuple(s.skip_layers), seed=params.seed,
+        finetune=FinetuneConfig(epochs=f.epochs, learning_rate=f.learning_rate, distill=f.distill, seed=params.seed),
+    )
+
+
+def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibration: CalibrationRecord,
+           out_dir: Path) -> SearchRecord:
+    """Choose and fit every layer's factorization; write the decision (JSON + arrays) and the search report.
+
+    A missed target raises :class:`lrf_core.search.compress.TargetNotMetError` (the flow stops, nothing is published).
+    """
+    from lrf_core.decision import decision_to_data
+    from lrf_core.search import compress as core
+
+    parent = _load_model(model.file)
+    splits = _splits(params, data, calibration)
+    stats = _load_stats(calibration.stats, calibration.layers)
+    searched = core.search(parent, splits, compress_config(params), stats=stats)
+    meta, arrays = decision_to_data(searched.fitted)
+    save_npz_atomic(out_dir / "decision.npz", arrays)
+    write_json_atomic(out_dir / "decision.json", meta)
+    write_json_atomic(out_dir / "search-report.json", searched.report)
+    totals = searched.totals
+    params_after = totals.params + sum(r["params_after"] - r["params_before"] for r in searched.report["layers"])
+    macs_after = totals.macs + sum(r["macs_after"] - r["macs_before"] for r in searched.report["layers"])
+    return SearchRecord(decision=FileRef.of(out_dir / "decision.json"), arrays=FileRef.of(out_dir / "decision.npz"),
+                        report=FileRef.of(out_dir / "search-report.json"), factorized=tuple(searched.fitted),
+                        params_kept=params_after / totals.params, macs_kept=macs_after / max(totals.macs, 1))
+
+
+def rebuild(params: PipelineParams, model: ModelRecord, searched: SearchRecord, out_dir: Path) -> ModelFileRecord:
+    """The parent with the decided chains in place (standard Keras layers only), before fine-tuning."""
+    from lrf_core.decision import decision_from_data
+    from lrf_core.model_io import save_model_atomic
+    from lrf_core.rebuild import rebuild_model
+
+    parent = _load_model(model.file)
+    chosen = decision_from_data(read_json(_verified(searched.decision)), load_npz(_verified(searched.arrays)))
+    child = rebuild_model(parent, chosen)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model_atomic(child, out_dir / "child.keras")
+    return ModelFileRecord(model=FileRef.of(out_dir / "child.keras"), params=int(child.count_params()))
+
+
+def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calibration: CalibrationRecord,
+             child: ModelFileRecord, out_dir: Path) -> FinetuneRecord:
+    """One-shot fine-tune on the training split, early-stopped on validation (never the held-out split)."""
+    from lrf_core.finetune import finetune as run_finetune
+    from lrf_core.model_io import save_model_atomic
+
+    config = compress_config(params).finetune
+    splits = _splits(params, data, calibration)
+    student = _load_model(child.model)
+    teacher = _load_model(model.file) if config.distill else None
+    result = run_finetune(student, splits.train, splits.val, config, teacher=teacher)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model_atomic(student, out_dir / "model.keras")
+    write_json_atomic(out_dir / "finetune.json", asdict(result))
+    return FinetuneRecord(model=FileRef.of(out_dir / "model.keras"), result=FileRef.of(out_dir / "finetune.json"),
+                          val_accuracy_before=result.val_accuracy_before, val_accuracy_after=result.val_accuracy_after)
+
+
+# -- gate -------------------------------------------------------------------------------------
+
+
+def _latency(parent, child, input_shape) -> tuple[float, float]:
+    """Median batch-1 latency of both models, timed interleaved in this process (TF CPU)."""
+    from lrf_core.latency import TimingConfig, measure_model
+
+    stats = measure_model([parent, child], input_shape, TimingConfig(batch=1, warmup=5, repeats=50))
+    return stats[0].median_s, stats[1].median_s
+
+
+def _tflite_bytes(model) -> bytes:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibration: CalibrationRecord,
+         searched: SearchRecord, tuned: FinetuneRecord, check: CheckRecord, out_dir: Path) -> GateRecord:
+    """Compare parent and compressed model on the held-out split; write the report and every file to publish.
+
+    The verdict (:mod:`lrf_core.gate`) and the gate-metrics suite (Great Expectations) must
+    both pass. Writes ``model.keras``, ``model.tflite``, ``report.json`` (last), ``report.md``,
+    ``pareto.png``, ``validation/*.json`` and ``validation/data-docs/``.
+    """
+    from lrf_core.finetune import FinetuneResult
+    from lrf_core.gate import GateConfig, gate_verdict
+    from lrf_core.graph import model_cost
+    from lrf_core.report_render import pareto_figure, render_markdown
+    from lrf_core.search.allocate import ModelTotals
+    from lrf_core.search.compress import evaluate_final
+    from tasks import expectations
+
+    parent, child = _load_model(model.file), _load_model(tuned.model)
+    splits = _splits(params, data, calibration)
+    p_cost, c_cost = model_cost(parent), model_cost(child)
+    latency_fn = None
+    if params.gate.measure_latency:
+        def latency_fn(models):  # noqa: E306 - the report's evaluation times the pair once
+            return _latency(models[0], models[1], tuple(model.input_shape))
+    report = read_json(_verified(searched.report))
+    ft = FinetuneResult(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in read_json(_verified(tuned.result)).items()})
+    config = compress_config(params)
+    evaluate_final(report, parent, child, splits, config, ModelTotals(p_cost.params, p_cost.macs), ft, latency_fn)
+    latency_ratio = None
+    if "latency_s" in report["child"]:
+        latency_ratio = report["child"]["latency_s"] / report["parent"]["latency_s"]
+
+    g = params.gate
+    targets = {k: v for k, v in (("params_kept", params.search.target_params), ("macs_kept", params.search.target_macs))
+               if v is not None}
+    gate_config = GateConfig(max_drop=g.max_drop, tolerance=g.tolerance, confidence=g.confidence,
+                             bootstrap_samples=g.bootstrap_samples, max_latency_ratio=g.max_latency_ratio,
+                             targets=targets, seed=params.seed)
+    predict = lambda m: np.asarray(m.predict(splits.test.x, batch_size=256, verbose=0), dtype=np.float64)  # noqa: E731
+    verdict = gate_verdict(predict(parent), predict(child), splits.test.y, gate_config,
+                           params_kept=c_cost.params / p_cost.params, macs_kept=c_cost.macs / max(p_cost.macs, 1),
+                           latency_ratio=latency_ratio)
+    validation = out_dir / "validation"
+    metrics = expectations.validate_gate_metrics(
+        {"accuracy_drop_points": verdict.drop_points, "params_kept": c_cost.params / p_cost.params,
+         "macs_kept": c_cost.macs / max(p_cost.macs, 1), **({"latency_ratio": latency_ratio} if latency_ratio else {})},
+        max_drop=g.max_drop, compression_target=targets or None, max_latency_ratio=g.max_latency_ratio,
+        docs_dir=validation / "data-docs",
+    )
+    expectations.write_outcome(metrics, validation / "gate.json")
+    shutil.copyfile(_verified(check.result), validation / "calibration.json")
+    passed = verdict.passed and metrics.success
+    report["gate"] = {**verdict.as_dict(), "expectations_success": metrics.success, "passed": passed,
+                      "failed_expectations": list(metrics.failed_descriptions)}
+    report["lineage"] = _lineage(params, model, data, calibration)
+
+    write_atomic(out_dir / "model.tflite", lambda tmp: tmp.write_bytes(_tflite_bytes(child)))
+    markdown = render_markdown(report) + _gate_markdown(report["gate"], gate_config)
+    write_report_outputs(out_dir, child, report, markdown, pareto_figure(report))
+    files = {key: FileRef.of(out_dir / key) for key in ("model.keras", "model.tflite", "report.md", "pareto.png")}
+    files.update(_tree(validation, "validation"))
+    files["report.json"] = FileRef.of(out_dir / "report.json")
+    summary = {
+        "passed": passed, "drop_points": verdict.drop_points, "parent_test_accuracy": verdict.parent_accuracy,
+        "child_test_accuracy": verdict.child_accuracy, "params_kept": c_cost.params / p_cost.params,
+        "macs_kept": c_cost.macs / max(p_cost.macs, 1), "latency_ratio": latency_ratio,
+        "parent_params": p_cost.params, "child_params": c_cost.params, "parent_macs": p_cost.macs, "child_macs": c_cost.macs,
+        "checks": [asdict(c) for c in verdict.checks],
+    }
+    return GateRecord(passed=passed, out_dir=str(out_dir), files=files, summary=json.loads(json.dumps(summary)))
+
+
+def _tree(root: Path, key_prefix: str) -> dict[str, FileRef]:
+    return {f"{key_prefix}/{p.relative_to(root).as_posix()}": FileRef.of(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _gate_markdown(gate: dict, config) -> str:
+    verdict = "PASSED" if gate["passed"] else "REJECTED"
+    lines = ["", f"## Accuracy gate: {verdict}", "",
+             f"Held-out split, {gate['examples']} examples: parent {gate['parent_accuracy']:.2%}, "
+             f"compressed {gate['child_accuracy']:.2%}.", "", "| check | value | threshold | result |", "|---|---|---|---|"]
+    for c in gate["checks"]:
+        value = "—" if c["value"] is None else f"{c['value']:.4g}"
+        result = {True: "pass", False: "**FAIL**", None: "not measured"}[c["passed"]]
+        lines.append(f"| {c['name']} {c['note']} | {value} | {c['op']} {c['threshold']:g} | {result} |")
+    for failed in gate.get("failed_expectations", []):
+        lines.append(f"\nGreat Expectations: {failed}")
+    return "\n".join(lines) + "\n"
+
+
+def _lineage(params: PipelineParams, model: ModelRecord, data: DataRecord, calibration: CalibrationRecord) -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "parent_model": {"source": model.source, "sha256": model.file.sha256},
+        "data": {"source": data.source, "train_sha256": data.train.sha256, "test_sha256": data.test.sha256},
+        "calibration_set_sha256": calibration.calibration.sha256,
+        "params": params.model_dump(mode="json"),
+        "versions": {"lrflow": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+    }
+
+
+# -- publish and promote ------------------------------------------------------------------------
+
+
+def publish(params: PipelineParams, gated: GateRecord) -> PublishRecord:
+    """Publish every gate output as an immutable version (manifest last); a failed gate publishes it as rejected.
+
+    The version id is derived from the content, so re-running an identical flow publishes
+    nothing new and returns the same version.
+    """
+    from tasks import registry, s3io
+
+    files = {key: _verified(ref) for key, ref in gated.files.items()}
+    report = read_json(files["report.json"])
+    version = registry.content_version(files)
+    client = s3io.s3_client(params.registry.endpoint_url)
+    record = registry.publish_version(
+        client, params.registry.bucket, params.registry.prefix, params.name, version, files,
+        status="passed" if gated.passed else "rejected", gate=gated.summary, lineage=report["lineage"], exist_ok=True,
+    )
+    return PublishRecord(uri=record.uri, version=record.version, status=record.status, files=len(files))
+
+
+def promote(params: PipelineParams, published: PublishRecord) -> PromoteRecord:
+    """Move the alias to the published version, only if its gate passed."""
+    from tasks import registry, s3io
+
+    alias = params.registry.alias
+    if published.status != "passed":
+        return PromoteRecord(alias=alias, version=None, promoted=False,
+                             reason=f"version {published.version} was rejected by the gate; the alias is unchanged")
+    if not params.registry.promote:
+        return PromoteRecord(alias=alias, version=None, promoted=False, reason="promotion is off (registry.promote)")
+    client = s3io.s3_client(params.registry.endpoint_url)
+    bucket, prefix = params.registry.bucket, params.registry.prefix
+    current = registry.find_alias(client, bucket, prefix, params.name, alias)
+    if current is not None and current.version == published.version:
+        return PromoteRecord(alias=alias, version=published.version, promoted=False,
+                             reason=f"{alias} already points at {published.version}")
+    registry.promote(client, bucket, prefix, params.name, alias, published.version)
+    return PromoteRecord(alias=alias, version=published.version, promoted=True,
+                         reason=f"{alias} → {published.version}")
