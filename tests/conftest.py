@@ -17,6 +17,8 @@ for _key, _value in {
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+pytest_plugins = ["tests.s3_server"]
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

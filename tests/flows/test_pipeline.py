@@ -1,0 +1,143 @@
+"""The compress-model flow end to end: real Prefect runs, the real moto S3 server, GE suites."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from tasks import registry, s3io
+from tasks.params import params_from_mapping
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
+
+PREFIX = "lrflow"
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    name = "lrf-pipeline-tests"
+    s3io.ensure_bucket(s3io.s3_client(s3_server.endpoint_url), name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("workspace")
+
+
+def _params(model_path, bucket, workspace, name="digits", **sections):
+    base = {
+        "name": name, "model": str(model_path), "workspace": str(workspace),
+        "search": {"target_params": 0.35, "methods_conv": ["svd"], "methods_dense": ["svd"], "grid_points": 6},
+        "finetune": {"epochs": 2},
+        "gate": {"measure_latency": False},  # timing noise of a tiny model is not what these tests check
+        "registry": {"bucket": bucket, "prefix": PREFIX},
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return params_from_mapping(base)
+
+
+def _task_states(flow_state) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(flow_state)])),
+                                     sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
+def flow_run_id(state):
+    return state.state_details.flow_run_id
+
+
+@pytest.fixture(scope="module")
+def passed_run(digits_model_path, bucket, workspace):
+    from flows.pipeline import compress_model
+
+    params = _params(digits_model_path, bucket, workspace)
+    state = compress_model(params, return_state=True)
+    return params, state, state.result()
+
+
+def test_full_flow_publishes_a_verified_version_and_moves_the_alias(passed_run, bucket):
+    params, _, result = passed_run
+    assert result["passed"] and result["status"] == "passed" and result["promoted"]
+    client = s3io.s3_client()
+    manifest = registry.read_manifest(client, bucket, PREFIX, "digits", result["version"])
+    assert {"model.keras", "model.tflite", "report.json", "report.md", "pareto.png", "validation/gate.json",
+            "validation/calibration.json", "validation/data-docs/index.html"} <= set(manifest.files)
+    root = registry.version_key(PREFIX, "digits", result["version"])
+    for key, entry in manifest.files.items():  # every checksum matches the stored bytes
+        body = client.get_object(Bucket=bucket, Key=s3io.join_key(root, key))["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == entry.sha256 and len(body) == entry.size
+    assert registry.resolve(client, bucket, PREFIX, "digits", "production") == result["version"]
+    assert manifest.lineage["parent_model"]["sha256"] and manifest.lineage["calibration_set_sha256"]
+    summary = result["summary"]
+    assert summary["params_kept"] <= 0.35 and summary["drop_points"] <= 1.0
+
+
+def test_rerun_skips_finished_steps_and_publishes_the_same_version(passed_run):
+    from flows.pipeline import compress_model
+
+    params, _, first = passed_run
+    state = compress_model(params, return_state=True)
+    again = state.result()
+    assert again["version"] == first["version"]
+    states = _task_states(state)
+    for step in ("check-data", "calibrate", "search", "rebuild", "finetune", "gate"):
+        assert states[step] == "Cached", (step, states)
+    assert states["publish"] == "Completed" and not again["promoted"]  # already there: nothing to move
+
+
+def test_a_model_that_loses_accuracy_is_published_rejected_and_the_alias_stays(passed_run, digits_model_path, bucket,
+                                                                               workspace):
+    from flows.pipeline import compress_model
+
+    _, _, passed = passed_run
+    params = _params(digits_model_path, bucket, workspace, search={"target_params": 0.1}, finetune={"epochs": 0},
+                     gate={"max_drop": 0.0, "tolerance": 0.0})
+    result = compress_model(params)
+    assert not result["passed"] and result["status"] == "rejected" and not result["promoted"]
+    assert result["version"] != passed["version"]
+    client = s3io.s3_client()
+    assert registry.resolve(client, bucket, PREFIX, "digits", "production") == passed["version"]
+    statuses = {v.version: v.status for v in registry.list_versions(client, bucket, PREFIX, "digits")}
+    assert statuses[result["version"]] == "rejected"
+    with pytest.raises(registry.VersionRejectedError):
+        registry.promote(client, bucket, PREFIX, "digits", "production", result["version"])
+
+
+def _bad_npz(tmp_path, digits_split, *, nan=False, drop_class=None):
+    train, _, test = digits_split
+    x, y = train.x.copy(), train.y.copy()
+    if nan:
+        x[:3, 0, 0, 0] = np.nan
+    if drop_class is not None:
+        keep = y != drop_class
+        x, y = x[keep], y[keep]
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=test.x, y_test=test.y, num_classes=10)
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize("problem, expected", [("nan", "NaN or inf"), ("class", "class 3")])
+def test_bad_calibration_data_stops_before_search_and_publishes_nothing(problem, expected, digits_model_path, bucket,
+                                                                        tmp_path, digits_split):
+    from flows.pipeline import compress_model
+    from tasks.expectations import CalibrationCheckError
+
+    uri = _bad_npz(tmp_path, digits_split, nan=problem == "nan", drop_class=3 if problem == "class" else None)
+    name = f"bad-{problem}"
+    params = _params(digits_model_path, bucket, tmp_path / "ws", name=name, data=uri)
+    state = compress_model(params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(CalibrationCheckError, match=expected):
+        state.result()
+    states = _task_states(state)
+    assert states["check-data"] == "Failed" and "search" not in states
+    assert registry.list_versions(s3io.s3_client(), bucket, PREFIX, name) == []
