@@ -91,6 +91,11 @@ def _build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--allow-unsafe-model", action="store_true",
                          help="load models with Lambda layers (trusted files only)")
     _add_compress_parser(sub, fmt)
+    from flows.flow_cli import add_flow_parser
+    from flows.registry_cli import add_registry_parser
+
+    add_flow_parser(sub, fmt)
+    add_registry_parser(sub, fmt)
     return parser
 
 
@@ -302,6 +307,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from lrf_core.model_io import load_model
     from lrf_core.report_render import pareto_figure, render_markdown
     from lrf_core.search.allocate import CostTargets
+    from lrf_core.latency import default_latency_functions
     from lrf_core.search.compress import CompressConfig, TargetNotMetError, compress
 
     tf.config.experimental.enable_op_determinism()  # --seed makes runs repeat
@@ -321,7 +327,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.mode == "dprp":
         return _compress_dprp(args, model, data, out)
     # whole-model latency is always measured for the report; blocks only when they can decide
-    latency_fn, model_latency_fn = _latency_functions(model)
+    latency_fn, model_latency_fn = default_latency_functions(tuple(model.inputs[0].shape[1:]))
     if not (args.latency_guard or args.target_latency is not None):
         latency_fn = None
     try:
@@ -342,19 +348,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
     write_report_outputs(out, result.model, report, render_markdown(report), pareto_figure(report))
     _print_compress_summary(report, out)
     return 0
-
-
-def _latency_functions(model):
-    from lrf_core.latency import LatencyCache, TimingConfig, measure_model, measured_latency_fn
-
-    config = TimingConfig(batch=1, warmup=3, repeats=15)
-    block_fn = measured_latency_fn(config, LatencyCache())
-    shape = tuple(model.inputs[0].shape[1:])
-
-    def models_fn(models):
-        return [s.median_s for s in measure_model(models, shape, TimingConfig(batch=1, warmup=5, repeats=50))]
-
-    return block_fn, models_fn
 
 
 def _compress_dprp(args, model, data, out: Path) -> int:
@@ -390,7 +383,20 @@ def _print_compress_summary(report: dict, out: Path) -> None:
           f"eligible layers with {', '.join(methods) or 'nothing'}; wrote {out}/model.keras, report.json, report.md, pareto.png")
 
 
-COMMANDS = {"inspect": cmd_inspect, "rebuild": cmd_rebuild, "compress": cmd_compress}
+def cmd_flow(args: argparse.Namespace) -> int:
+    from flows.flow_cli import cmd_flow as run
+
+    return run(args)
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from flows.registry_cli import cmd_registry as run
+
+    return run(args)
+
+
+COMMANDS = {"inspect": cmd_inspect, "rebuild": cmd_rebuild, "compress": cmd_compress, "flow": cmd_flow,
+            "registry": cmd_registry}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

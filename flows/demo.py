@@ -1,9 +1,12 @@
-"""`make demo`: train a small CNN on the bundled digits, inspect it, factorize it, compare.
+"""`make demo`: the whole pipeline on the embedded default (digits, moto S3 on loopback, Prefect).
 
-Runs the same `lrf` commands a user would type (in-process): a hand-written plan rebuilt
-with the Σ (distribution-aware) and the plain Frobenius objective, compared without
-fine-tuning, then `lrf compress` choosing method and rank per layer within an accuracy
-budget and fine-tuning once.
+1. Train a small CNN on the bundled digits (the parent a team would already serve).
+2. Show the distribution-aware fit: one plan rebuilt with the Σ and the Frobenius objective.
+3. Start the embedded S3 (a moto server on 127.0.0.1, ``infra/local``) and run the
+   ``compress-model`` Prefect flow: fetch → check data (Great Expectations) → calibrate →
+   search → rebuild → fine-tune → gate → publish → promote.
+4. Print a summary: parent vs compressed, the gate verdict, S3 URIs, where the report and
+   Data Docs are, and how to look at the registry.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false",
+                     "PREFECT_HOME": str(Path(".lrflow/prefect").resolve()), "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
+    os.environ.setdefault(_key, _value)
 
 OUT = Path(os.environ.get("LRF_DEMO_OUT", "demo-out"))
 DATA = "sklearn:digits"
@@ -25,6 +31,16 @@ PLAN = {
     "conv2": {"method": "tucker2", "rank": [12, 12]},
     "conv3": {"method": "cp", "rank": 24},
     "fc1": {"method": "svd", "rank": 16},
+}
+
+#: The pipeline parameters of the demo (written to demo-out/pipeline.yaml for `lrf flow run`).
+PIPELINE = {
+    "name": "digits-cnn",
+    "data": DATA,
+    "search": {"max_drop": 1.0},
+    "finetune": {"epochs": 3},
+    "gate": {"max_drop": 1.0},
+    "registry": {"alias": "production"},
 }
 
 
@@ -37,53 +53,83 @@ def _run(argv: list[str]) -> None:
         sys.exit(status)
 
 
-def main() -> None:
+def train_parent() -> Path:
     from lrf_core.data import load_dataset, split_dataset
-    from lrf_core.graph import model_cost
-    from lrf_core.model_io import load_model, save_model_atomic
-    from lrf_core.zoo import accuracy, digits_cnn, train_classifier
+    from lrf_core.model_io import save_model_atomic
+    from lrf_core.zoo import digits_cnn, train_classifier
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     train_all = load_dataset(DATA, split="train")
-    test = load_dataset(DATA, split="test")
     train, val = split_dataset(train_all, (0.85, 0.15), seed=0)
-    print(f"Training the demo parent on {DATA}: {len(train)} train / {len(val)} validation / {len(test)} held-out images")
+    print(f"Training the demo parent on {DATA}: {len(train)} train / {len(val)} validation images "
+          f"(the held-out split is kept for the gate)")
     parent = digits_cnn(train.sample_shape, train.num_classes)
     result = train_classifier(parent, train, val, epochs=30, seed=0, patience=5)
     save_model_atomic(parent, OUT / "parent.keras")
     print(f"  {result.epochs} epochs, validation accuracy {result.val_accuracy:.2%}")
+    return OUT / "parent.keras"
 
-    _run(["inspect", str(OUT / "parent.keras")])
+
+def sigma_vs_frobenius(parent_path: Path) -> None:
+    from lrf_core.data import load_dataset
+    from lrf_core.model_io import load_model
+    from lrf_core.zoo import accuracy
+
     (OUT / "plan.json").write_text(json.dumps(PLAN, indent=2) + "\n")
-    print(f"\nPlan ({OUT / 'plan.json'}): {json.dumps(PLAN)}")
+    print(f"\nOne hand-written plan ({json.dumps(PLAN)}), fitted two ways, no fine-tuning:")
     for objective in ("sigma", "frobenius"):
-        _run([
-            "rebuild", str(OUT / "parent.keras"), "--plan", str(OUT / "plan.json"), "--data", DATA,
-            "--objective", objective, "--out", str(OUT / f"compressed-{objective}.keras"),
-            "--report", str(OUT / f"report-{objective}.json"),
-        ])
+        _run(["rebuild", str(parent_path), "--plan", str(OUT / "plan.json"), "--data", DATA, "--objective", objective,
+              "--out", str(OUT / f"compressed-{objective}.keras"), "--report", str(OUT / f"report-{objective}.json")])
+    test = load_dataset(DATA, split="test")
+    base = accuracy(load_model(parent_path), test)
+    for objective in ("sigma", "frobenius"):
+        acc = accuracy(load_model(OUT / f"compressed-{objective}.keras"), test)
+        print(f"  {objective:<10} fit: held-out accuracy {acc:.2%} (drop {100 * (base - acc):.2f} points)")
 
-    rows = [("parent", parent)] + [
-        (f"factorized, {objective} fit", load_model(OUT / f"compressed-{objective}.keras"))
-        for objective in ("sigma", "frobenius")
-    ]
-    base = model_cost(parent)
-    base_acc = accuracy(parent, test)
-    print("\nSummary (held-out digits split, no fine-tuning yet):")
-    print(f"  {'model':<26}{'params':>10}{'MACs/image':>13}{'accuracy':>10}{'drop':>8}")
-    for label, model in rows:
-        cost, acc = model_cost(model), accuracy(model, test)
-        print(f"  {label:<26}{cost.params:>10,}{cost.macs:>13,}{acc:>10.2%}{100 * (base_acc - acc):>7.2f}p")
-    child = model_cost(rows[1][1])
-    print(f"\n  kept {child.params / base.params:.1%} of the parameters and {child.macs / base.macs:.1%} of the MACs.")
-    print(f"  Files in {OUT}/: parent.keras, plan.json, compressed-*.keras, report-*.json")
 
-    print("\nNow let lrflow choose method and rank per layer itself, within a 1-point accuracy budget,")
-    print("and fine-tune the result once:")
-    _run(["compress", str(OUT / "parent.keras"), "--data", DATA, "--max-drop", "1.0", "--out", str(OUT / "compress")])
-    print(f"  Read {OUT / 'compress' / 'report.md'} and look at {OUT / 'compress' / 'pareto.png'}.")
-    print("  The rebuilt models use standard Keras layers only: keras.saving.load_model works without lrflow.")
+def start_s3() -> str:
+    from tasks import local_s3, s3io
+
+    handle = local_s3.start_server(port=local_s3.port_from_env(), state_dir=local_s3.state_dir_from_env())
+    os.environ.update(local_s3.server_env(handle))
+    bucket = os.environ.get("LRF_REGISTRY_BUCKET", local_s3.DEFAULT_BUCKET)
+    s3io.ensure_bucket(s3io.s3_client(handle.endpoint_url), bucket)
+    print(f"\nEmbedded S3: moto server at {handle.endpoint_url} (pid {handle.pid}), registry bucket `{bucket}`")
+    return bucket
+
+
+def run_pipeline(parent_path: Path, bucket: str) -> dict:
+    import logging
+
+    import yaml
+
+    from flows.flow_cli import print_result
+    from flows.pipeline import compress_model
+    from tasks.params import params_from_mapping
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    config = {**PIPELINE, "model": str(parent_path), "workspace": str(OUT / "work"),
+              "registry": {**PIPELINE["registry"], "bucket": bucket}}
+    params = params_from_mapping(config)
+    (OUT / "pipeline.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    print(f"Running the compress-model Prefect flow (parameters: {OUT / 'pipeline.yaml'}) ...", flush=True)
+    result = compress_model(params)
+    print()
+    print_result(result)
+    return result
+
+
+def main() -> None:
+    started = time.perf_counter()
+    OUT.mkdir(parents=True, exist_ok=True)
+    parent_path = train_parent()
+    sigma_vs_frobenius(parent_path)
+    bucket = start_s3()
+    result = run_pipeline(parent_path, bucket)
+    print("\nLook around:")
+    print(f"  lrf registry list --bucket {bucket}            # models, versions, aliases on the embedded S3")
+    print(f"  lrf registry show {result['name']} {result['version']} --bucket {bucket}")
+    print(f"  lrf flow run {OUT / 'pipeline.yaml'}           # run again: finished steps are cached")
+    print("  infra/local/s3.sh stop                          # stop the embedded S3 (it keeps data in memory)")
     print(f"Demo finished in {time.perf_counter() - started:.0f} s.")
 
 

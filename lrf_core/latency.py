@@ -50,6 +50,7 @@ __all__ = [
     "measure_dense_layer",
     "measure_model",
     "measured_latency_fn",
+    "default_latency_functions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -495,3 +496,19 @@ def measured_latency_fn(config: TimingConfig, cache: Optional[LatencyCache] = No
         return measure_block(specs, input_shape, config, cache=shared).median_s
 
     return latency_fn
+
+
+def default_latency_functions(input_shape: Sequence[int]):
+    """The timing functions the search and the report use on this machine (TF CPU, batch 1).
+
+    Returns ``(block_fn, models_fn)``: ``block_fn(specs, input_shape) -> seconds`` for one
+    candidate block (cached by shape), ``models_fn(models) -> [seconds]`` for whole models
+    timed interleaved.
+    """
+    block_fn = measured_latency_fn(TimingConfig(batch=1, warmup=3, repeats=15), LatencyCache())
+    shape = tuple(input_shape)
+
+    def models_fn(models):
+        return [s.median_s for s in measure_model(models, shape, TimingConfig(batch=1, warmup=5, repeats=50))]
+
+    return block_fn, models_fn

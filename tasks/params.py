@@ -44,6 +44,7 @@ class SearchParams(_Section):
     objective: Literal["sigma", "frobenius"] = "sigma"
     grid_points: int = Field(12, ge=2)
     skip_layers: tuple[str, ...] = ()
+    latency_guard: bool = Field(True, description="never choose a block measured slower than the dense layer")
 
     @model_validator(mode="after")
     def _has_target(self) -> "SearchParams":
@@ -64,11 +65,12 @@ class GateParams(_Section):
     confidence: float = Field(0.95, ge=0.5, lt=1)
     bootstrap_samples: int = Field(2000, ge=100)
     max_latency_ratio: float = Field(1.0, gt=0, description="child latency / parent latency")
+    latency_tolerance: float = Field(0.05, ge=0, description="timing noise allowed on top of max_latency_ratio")
     measure_latency: bool = True
 
 
 class RegistryParams(_Section):
-    bucket: str = Field("lrflow-models", min_length=3)
+    bucket: str = Field("lrflow", min_length=3, description="registry bucket (LRF_REGISTRY_BUCKET in infra/local)")
     prefix: str = "lrflow"
     alias: str = Field("production", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     promote: bool = True

@@ -55,7 +55,15 @@ def _verified(ref: FileRef) -> Path:
 def _load_model(ref: FileRef):
     from lrf_core.model_io import load_model
 
+    _deterministic()
     return load_model(_verified(ref))
+
+
+def _deterministic() -> None:
+    """Same inputs, same outputs: the search and the fine-tune use deterministic TF kernels."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
 
 
 # -- fetch ------------------------------------------------------------------------------------
@@ -214,7 +222,7 @@ def compress_config(params: PipelineParams):
         methods={"conv2d": tuple(s.methods_conv), "dense": tuple(s.methods_dense)},
         targets=CostTargets(params=s.target_params, macs=s.target_macs), max_drop=s.max_drop,
         selection=s.selection, refit=s.refit, similarity=s.similarity, objective=s.objective,
-        grid_points=s.grid_points, skip_layers=tuple(s.skip_layers), seed=params.seed,
+        grid_points=s.grid_points, skip_layers=tuple(s.skip_layers), latency_guard=s.latency_guard, seed=params.seed,
         finetune=FinetuneConfig(epochs=f.epochs, learning_rate=f.learning_rate, distill=f.distill, seed=params.seed),
     )
 
@@ -231,7 +239,13 @@ def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibra
     parent = _load_model(model.file)
     splits = _splits(params, data, calibration)
     stats = _load_stats(calibration.stats, calibration.layers)
-    searched = core.search(parent, splits, compress_config(params), stats=stats)
+    config = compress_config(params)
+    block_fn, models_fn = (None, None)
+    if config.latency_guard:
+        from lrf_core.latency import default_latency_functions
+
+        block_fn, models_fn = default_latency_functions(tuple(model.input_shape))
+    searched = core.search(parent, splits, config, stats=stats, latency_fn=block_fn, model_latency_fn=models_fn)
     meta, arrays = decision_to_data(searched.fitted)
     save_npz_atomic(out_dir / "decision.npz", arrays)
     write_json_atomic(out_dir / "decision.json", meta)
@@ -279,18 +293,14 @@ def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
 # -- gate -------------------------------------------------------------------------------------
 
 
-def _latency(parent, child, input_shape) -> tuple[float, float]:
-    """Median batch-1 latency of both models, timed interleaved in this process (TF CPU)."""
-    from lrf_core.latency import TimingConfig, measure_model
-
-    stats = measure_model([parent, child], input_shape, TimingConfig(batch=1, warmup=5, repeats=50))
-    return stats[0].median_s, stats[1].median_s
-
-
 def _tflite_bytes(model) -> bytes:
+    import contextlib
+    import io
+
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel signature
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibration: CalibrationRecord,
@@ -314,8 +324,9 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     p_cost, c_cost = model_cost(parent), model_cost(child)
     latency_fn = None
     if params.gate.measure_latency:
-        def latency_fn(models):  # noqa: E306 - the report's evaluation times the pair once
-            return _latency(models[0], models[1], tuple(model.input_shape))
+        from lrf_core.latency import default_latency_functions
+
+        _, latency_fn = default_latency_functions(tuple(model.input_shape))
     report = read_json(_verified(searched.report))
     ft = FinetuneResult(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in read_json(_verified(tuned.result)).items()})
     config = compress_config(params)
@@ -329,6 +340,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
                if v is not None}
     gate_config = GateConfig(max_drop=g.max_drop, tolerance=g.tolerance, confidence=g.confidence,
                              bootstrap_samples=g.bootstrap_samples, max_latency_ratio=g.max_latency_ratio,
+                             latency_tolerance=g.latency_tolerance,
                              targets=targets, seed=params.seed)
     predict = lambda m: np.asarray(m.predict(splits.test.x, batch_size=256, verbose=0), dtype=np.float64)  # noqa: E731
     verdict = gate_verdict(predict(parent), predict(child), splits.test.y, gate_config,
@@ -338,7 +350,8 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     metrics = expectations.validate_gate_metrics(
         {"accuracy_drop_points": verdict.drop_points, "params_kept": c_cost.params / p_cost.params,
          "macs_kept": c_cost.macs / max(p_cost.macs, 1), **({"latency_ratio": latency_ratio} if latency_ratio else {})},
-        max_drop=g.max_drop, compression_target=targets or None, max_latency_ratio=g.max_latency_ratio,
+        max_drop=g.max_drop, compression_target=targets or None,
+        max_latency_ratio=g.max_latency_ratio + g.latency_tolerance,
         docs_dir=validation / "data-docs",
     )
     expectations.write_outcome(metrics, validation / "gate.json")
@@ -353,6 +366,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     write_report_outputs(out_dir, child, report, markdown, pareto_figure(report))
     files = {key: FileRef.of(out_dir / key) for key in ("model.keras", "model.tflite", "report.md", "pareto.png")}
     files.update(_tree(validation, "validation"))
+    files.update(_tree(Path(check.docs_dir), "validation/calibration-docs"))
     files["report.json"] = FileRef.of(out_dir / "report.json")
     summary = {
         "passed": passed, "drop_points": verdict.drop_points, "parent_test_accuracy": verdict.parent_accuracy,
