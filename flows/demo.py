@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from flows.train_parent import train_parent
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false",
                      "PREFECT_HOME": str(Path(".lrflow/prefect").resolve()), "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
@@ -51,22 +53,6 @@ def _run(argv: list[str]) -> None:
     status = main(argv)
     if status != 0:
         sys.exit(status)
-
-
-def train_parent() -> Path:
-    from lrf_core.data import load_dataset, split_dataset
-    from lrf_core.model_io import save_model_atomic
-    from lrf_core.zoo import digits_cnn, train_classifier
-
-    train_all = load_dataset(DATA, split="train")
-    train, val = split_dataset(train_all, (0.85, 0.15), seed=0)
-    print(f"Training the demo parent on {DATA}: {len(train)} train / {len(val)} validation images "
-          f"(the held-out split is kept for the gate)")
-    parent = digits_cnn(train.sample_shape, train.num_classes)
-    result = train_classifier(parent, train, val, epochs=30, seed=0, patience=5)
-    save_model_atomic(parent, OUT / "parent.keras")
-    print(f"  {result.epochs} epochs, validation accuracy {result.val_accuracy:.2%}")
-    return OUT / "parent.keras"
 
 
 def sigma_vs_frobenius(parent_path: Path) -> None:
@@ -121,7 +107,7 @@ def run_pipeline(parent_path: Path, bucket: str) -> dict:
 def main() -> None:
     started = time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
-    parent_path = train_parent()
+    parent_path = train_parent(OUT / "parent.keras")
     sigma_vs_frobenius(parent_path)
     bucket = start_s3()
     result = run_pipeline(parent_path, bucket)
