@@ -141,3 +141,61 @@ def test_bad_calibration_data_stops_before_search_and_publishes_nothing(problem,
     states = _task_states(state)
     assert states["check-data"] == "Failed" and "search" not in states
     assert registry.list_versions(s3io.s3_client(), bucket, PREFIX, name) == []
+
+
+def _lrf(*args: str):
+    """The installed `lrf` command in a child process (its own Prefect API, the session's S3)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    lrf = Path(sys.executable).parent / "lrf"
+    return subprocess.run([str(lrf), *args], capture_output=True, text=True, timeout=900)
+
+
+def test_fleet_file_runs_every_model_through_the_cli(digits_model_path, bucket, tmp_path):
+    import json
+
+    import yaml
+
+    fleet = {
+        "defaults": {"model": str(digits_model_path), "workspace": str(tmp_path / "ws"),
+                     "search": {"target_params": 0.5, "methods_conv": ["svd"], "methods_dense": ["svd"],
+                                "grid_points": 4, "latency_guard": False},
+                     "finetune": {"epochs": 1}, "gate": {"measure_latency": False},
+                     "registry": {"bucket": bucket, "prefix": PREFIX}},
+        "models": [{"name": "fleet-a"}, {"name": "fleet-b", "search": {"target_params": 0.4}}],
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(fleet))
+    done = _lrf("flow", "run", str(path), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout[done.stdout.index("[\n"):])
+    assert [r["name"] for r in results] == ["fleet-a", "fleet-b"]
+    assert results[0]["summary"]["params_kept"] <= 0.5 and results[1]["summary"]["params_kept"] <= 0.4
+    client = s3io.s3_client()
+    for r in results:
+        assert registry.resolve(client, bucket, PREFIX, r["name"], "production") == r["version"]
+
+
+def test_unknown_keys_and_bad_fleet_files_are_refused(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("name: x\nmodel: m.keras\ngate:\n  max_dorp: 1.0\n")
+    done = _lrf("flow", "run", str(path))
+    assert done.returncode == 2 and "unknown key `gate.max_dorp`" in done.stderr
+    path.write_text("models: []\n")
+    done = _lrf("flow", "run", str(path))
+    assert done.returncode == 2 and "non-empty `models:`" in done.stderr
+
+
+def test_deployments_validate_and_carry_their_cron_schedule():
+    import yaml
+
+    from flows.pipeline import compress_model
+
+    config = yaml.safe_load((__import__("pathlib").Path(__file__).parents[2] / "prefect.yaml").read_text())
+    single = next(d for d in config["deployments"] if d["entrypoint"].endswith(":compress_model"))
+    params = params_from_mapping(single["parameters"]["params"])
+    assert params.model.startswith("registry:") and single["schedules"][0]["cron"] == "0 3 * * 0"
+    deployment = compress_model.to_deployment(name="t", cron="0 3 * * 0", parameters={"params": params.model_dump(mode="json")})
+    assert deployment.schedules[0].schedule.cron == "0 3 * * 0"
