@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -117,13 +117,17 @@ def validate_bucket_name(bucket: str) -> str:
     Rules: 3-63 characters of lowercase letters, digits, dots and hyphens; starting and
     ending with a letter or digit; no ``..``; not an IPv4 address; no ``xn--`` prefix.
     """
-    problem = _bucket_name_problem(bucket) if isinstance(bucket, str) else "it is not a string"
+    return _checked(bucket, _bucket_name_problem, "S3 bucket name",
+                    "3-63 characters of lowercase letters, digits, '.' and '-', starting and ending with a letter "
+                    "or digit (e.g. `lrflow-models`)")
+
+
+def _checked(value: str, problem_of: Callable[[str], Optional[str]], what: str, expected: str) -> str:
+    """``value`` if ``problem_of`` finds nothing wrong with it, else :class:`S3UriError` naming both."""
+    problem = problem_of(value) if isinstance(value, str) else "it is not a string"
     if problem:
-        raise S3UriError(
-            f"Invalid S3 bucket name {bucket!r}: {problem}. Expected 3-63 characters of lowercase letters, "
-            "digits, '.' and '-', starting and ending with a letter or digit (e.g. `lrflow-models`)."
-        )
-    return bucket
+        raise S3UriError(f"Invalid {what} {value!r}: {problem}. Expected {expected}.")
+    return value
 
 
 def _bucket_name_problem(bucket: str) -> Optional[str]:
@@ -148,13 +152,8 @@ def validate_key(key: str, *, what: str = "object key") -> str:
     no empty, ``.`` or ``..`` path segments, no backslashes and no control characters. These
     rules keep a key from escaping its prefix when it is mapped to a local path.
     """
-    problem = _key_problem(key) if isinstance(key, str) else "it is not a string"
-    if problem:
-        raise S3UriError(
-            f"Invalid {what} {key!r}: {problem}. Expected a relative path such as `models/digits/model.keras` "
-            "(segments separated by '/', no '..', no leading '/', no backslashes)."
-        )
-    return key
+    return _checked(key, _key_problem, what, "a relative path such as `models/digits/model.keras` (segments "
+                    "separated by '/', no '..', no leading '/', no backslashes)")
 
 
 def validate_prefix(prefix: str) -> str:
