@@ -215,3 +215,29 @@ def test_deployments_validate_and_carry_their_cron_schedule():
     assert params.model.startswith("registry:") and single["schedules"][0]["cron"] == "0 3 * * 0"
     deployment = compress_model.to_deployment(name="t", cron="0 3 * * 0", parameters={"params": params.model_dump(mode="json")})
     assert deployment.schedules[0].schedule.cron == "0 3 * * 0"
+
+
+@pytest.mark.parametrize("kind", ["registry-alias", "registry-version", "s3"])
+def test_parent_can_come_from_the_registry_or_s3(passed_run, bucket, tmp_path, kind):
+    from tasks import steps
+
+    params, _, result = passed_run
+    version = result["version"]
+    key = s3io.join_key(registry.version_key(PREFIX, "digits", version), "model.keras")
+    uri = {"registry-alias": "registry:digits@production", "registry-version": f"registry:digits/{version}",
+           "s3": f"s3://{bucket}/{key}"}[kind]
+    record = steps.fetch_model(params.model_copy(update={"model": uri}), tmp_path)
+    manifest = registry.read_manifest(s3io.s3_client(), bucket, PREFIX, "digits", version)
+    assert record.file.sha256 == manifest.files["model.keras"].sha256
+    assert record.params == result["summary"]["child_params"]
+
+
+def test_missing_parent_and_missing_alias_are_clear_errors(passed_run, tmp_path):
+    from lrf_core.errors import LRFError
+    from tasks import steps
+
+    params = passed_run[0]
+    with pytest.raises(LRFError, match="does not exist"):
+        steps.fetch_model(params.model_copy(update={"model": str(tmp_path / "nope.keras")}), tmp_path)
+    with pytest.raises(registry.AliasNotFoundError):
+        steps.fetch_model(params.model_copy(update={"model": "registry:digits@staging"}), tmp_path)
