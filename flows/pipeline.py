@@ -5,8 +5,8 @@ gate (+ Great Expectations) → publish (always: passed or rejected) → promote
 A failing data check or a missed search target stops the flow before anything is published.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Prefect builds the flows' parameter models (the UI
+# form) from the real annotations, also in Dask workers that unpickle the flow.
 from pathlib import Path
 from typing import Optional
 

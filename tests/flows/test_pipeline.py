@@ -241,3 +241,25 @@ def test_missing_parent_and_missing_alias_are_clear_errors(passed_run, tmp_path)
         steps.fetch_model(params.model_copy(update={"model": str(tmp_path / "nope.keras")}), tmp_path)
     with pytest.raises(registry.AliasNotFoundError):
         steps.fetch_model(params.model_copy(update={"model": "registry:digits@staging"}), tmp_path)
+
+
+def test_fleet_fans_out_on_a_dask_cluster(digits_model_path, bucket, tmp_path):
+    import yaml
+    from distributed import LocalCluster
+
+    from flows.pipeline import fleet_flow, load_fleet
+
+    fleet = {
+        "defaults": {"model": str(digits_model_path), "workspace": str(tmp_path / "ws"),
+                     "search": {"target_params": 0.5, "methods_conv": ["svd"], "methods_dense": ["svd"],
+                                "grid_points": 4, "latency_guard": False},
+                     "finetune": {"epochs": 1}, "gate": {"measure_latency": False},
+                     "registry": {"bucket": bucket, "prefix": PREFIX}},
+        "models": [{"name": "dask-a"}, {"name": "dask-b"}],
+    }
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        results = fleet_flow(cluster.scheduler_address)(load_fleet(tmp_path / "fleet.yaml"))
+    assert [r["name"] for r in results] == ["dask-a", "dask-b"] and all(r["passed"] for r in results)
+    # same parameters apart from the name: the two workers made the same decisions
+    assert results[0]["summary"]["child_params"] == results[1]["summary"]["child_params"]
