@@ -28,11 +28,12 @@ RESULTS = Path(__file__).parent / "results" / "compress_fashion.json"
 PARENT = Path(__file__).parent / "zoo" / "fashion_vgg.keras"
 
 
-def vgg_fashion(seed: int = 0):
+def vgg_fashion(seed: int = 0, *, input_shape=(28, 28, 1), num_classes: int = 10):
+    """VGG-style CNN: Conv-BN-ReLU ×2, pool, ×2, pool, Dense(256) head (the bench zoo's ``fashion_vgg``)."""
     import keras
 
     init = keras.initializers.HeNormal(seed=seed)
-    inputs = keras.Input((28, 28, 1), name="image")
+    inputs = keras.Input(tuple(input_shape), name="image")
     x = inputs
     for block, width in enumerate((32, 64)):
         for i in range(2):
@@ -43,7 +44,7 @@ def vgg_fashion(seed: int = 0):
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(256, activation="relu", kernel_initializer=init, name="fc1")(x)
     x = keras.layers.Dropout(0.3)(x)
-    outputs = keras.layers.Dense(10, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name="fashion_vgg")
 
 

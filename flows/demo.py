@@ -111,11 +111,12 @@ def main() -> None:
     sigma_vs_frobenius(parent_path)
     bucket = start_s3()
     result = run_pipeline(parent_path, bucket)
-    print("\nLook around:")
-    print(f"  lrf registry list --bucket {bucket}            # models, versions, aliases on the embedded S3")
-    print(f"  lrf registry show {result['name']} {result['version']} --bucket {bucket}")
-    print(f"  lrf flow run {OUT / 'pipeline.yaml'}           # run again: finished steps are cached")
-    print("  infra/local/s3.sh stop                          # stop the embedded S3 (it keeps data in memory)")
+    print("\nLook around (the embedded S3 keeps running; `source .venv/bin/activate` puts lrf on PATH):")
+    print('  eval "$(infra/local/s3.sh env)"                    # point this shell at the embedded S3')
+    print(f"  lrf registry list --bucket {bucket}                # models, versions, aliases")
+    print(f"  lrf registry show {result['name']} @production --bucket {bucket}")
+    print(f"  lrf flow run {OUT / 'pipeline.yaml'}                # run again: finished steps are cached")
+    print("  infra/local/s3.sh stop                             # stop it (moto keeps data in memory)")
     print(f"Demo finished in {time.perf_counter() - started:.0f} s.")
 
 
