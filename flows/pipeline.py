@@ -15,7 +15,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.params import PipelineParams
-from tasks.prefect_tasks import promote_task, publish_task, run_step
+from tasks.prefect_tasks import check_registry_task, promote_task, publish_task, run_step
 
 __all__ = ["compress_model", "compress_fleet", "fleet_flow", "load_fleet"]
 
@@ -23,6 +23,7 @@ __all__ = ["compress_model", "compress_fleet", "fleet_flow", "load_fleet"]
 @flow(name="compress-model", log_prints=True)
 def compress_model(params: PipelineParams) -> dict:
     """Compress one model, gate it, publish it, and promote it when the gate passed."""
+    check_registry_task(params)
     model = run_step("fetch_model", params)
     data = run_step("fetch_data", params)
     check = run_step("check_data", params, model, data)

@@ -82,6 +82,7 @@ class PipelineParams(_Section):
     model: str = Field(..., description="parent model: a path, s3://BUCKET/KEY or registry:NAME@ALIAS")
     data: str = Field("sklearn:digits", description="sklearn:digits | idx:DIR | npz:PATH | keras:NAME")
     seed: int = 0
+    allow_unsafe_model: bool = Field(False, description="load models with Lambda layers (only from trusted files)")
     workspace: str = Field(".lrflow/work", description="local directory for step outputs (cached by content)")
     calibration: CalibrationParams = CalibrationParams()
     search: SearchParams = SearchParams(max_drop=1.0)

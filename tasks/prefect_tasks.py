@@ -76,7 +76,28 @@ def _recording(fn: Callable) -> Callable:
     return run
 
 
-_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10])
+def _transient(task, task_run, state) -> bool:
+    """Retry I/O only when another attempt can help: an unreachable endpoint or an unexpected error.
+
+    lrflow's own errors name a bad input (a corrupt model, a missing bucket, missing
+    credentials); repeating the call gives the same answer 15 s later. Throttling and 5xx
+    responses are retried by botocore inside each attempt.
+    """
+    from lrf_core.errors import LRFError
+    from tasks.s3io import S3EndpointError
+
+    try:
+        state.result()
+    except S3EndpointError:
+        return True
+    except LRFError:
+        return False
+    except Exception:  # noqa: BLE001 - anything unforeseen (network, OS) may be transient
+        return True
+    return False
+
+
+_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=_transient)
 _CACHED = dict(cache_policy=INPUTS, persist_result=True)
 
 STEP_TASKS = {
@@ -90,6 +111,7 @@ STEP_TASKS = {
     "gate": task(name="gate", **_CACHED)(_recording(steps.gate)),
 }
 
+check_registry_task = task(name="check-registry", cache_policy=NO_CACHE, **_IO)(steps.check_registry)
 publish_task = task(name="publish", cache_policy=NO_CACHE, **_IO)(steps.publish)
 promote_task = task(name="promote", cache_policy=NO_CACHE)(steps.promote)
 

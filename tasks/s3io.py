@@ -437,6 +437,15 @@ def _bucket_exists(client: S3Client, bucket: str) -> bool:
     return True
 
 
+def require_bucket(client: S3Client, bucket: str) -> None:
+    """Raise the clear error when ``bucket`` is missing or unreachable (credentials, endpoint)."""
+    validate_bucket_name(bucket)
+    with s3_errors(client, "head_bucket", bucket):
+        found = _bucket_exists(client, bucket)
+    if not found:
+        raise _bucket_missing(bucket, client.meta.endpoint_url)
+
+
 def object_exists(client: S3Client, bucket: str, key: str) -> bool:
     """Whether ``key`` exists; a missing bucket raises :class:`S3BucketNotFoundError`, not ``False``."""
     try:

@@ -31,7 +31,7 @@ from tasks.records import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fetch_model", "fetch_data", "check_data", "calibrate", "search", "rebuild", "finetune", "gate",
+__all__ = ["check_registry", "fetch_model", "fetch_data", "check_data", "calibrate", "search", "rebuild", "finetune", "gate",
            "publish", "promote", "StepError"]
 
 
@@ -52,11 +52,11 @@ def _verified(ref: FileRef) -> Path:
     return path
 
 
-def _load_model(ref: FileRef):
+def _load_model(ref: FileRef, params: PipelineParams):
     from lrf_core.model_io import load_model
 
     _deterministic()
-    return load_model(_verified(ref))
+    return load_model(_verified(ref), safe_mode=not params.allow_unsafe_model)
 
 
 def _deterministic() -> None:
@@ -67,6 +67,14 @@ def _deterministic() -> None:
 
 
 # -- fetch ------------------------------------------------------------------------------------
+
+
+def check_registry(params: PipelineParams) -> str:
+    """Fail fast, before any compute, when the registry bucket is missing or unreachable."""
+    from tasks import s3io
+
+    s3io.require_bucket(s3io.s3_client(params.registry.endpoint_url), params.registry.bucket)
+    return s3io.object_uri(params.registry.bucket, params.registry.prefix)
 
 
 def fetch_model(params: PipelineParams, out_dir: Path) -> ModelRecord:
@@ -80,7 +88,10 @@ def fetch_model(params: PipelineParams, out_dir: Path) -> ModelRecord:
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "parent.keras"
     _download_model(params, target)
-    model = load_model(target)
+    try:
+        model = load_model(target, safe_mode=not params.allow_unsafe_model)
+    except LRFError as exc:  # name the user's model, not the workspace copy
+        raise type(exc)(str(exc).replace(str(target), params.model)) from None
     describe_model(model)  # refuses subclassed models with the reason
     cost = model_cost(model)
     return ModelRecord(file=FileRef.of(target), source=params.model, name=model.name, params=cost.params,
@@ -105,6 +116,9 @@ def _download_model(params: PipelineParams, target: Path) -> None:
     elif uri.startswith("s3://"):
         location = s3io.parse_s3_uri(uri, require_key=True)
         s3io.download_file(s3io.s3_client(params.registry.endpoint_url), location.bucket, location.key, target)
+    elif "://" in uri:
+        raise StepError(f"Parent model `{uri}`: unsupported URI scheme `{uri.split('://')[0]}://`. Use a local path, "
+                        "s3://BUCKET/KEY or registry:NAME@ALIAS (copy the file to S3 or disk first).")
     else:
         source = Path(uri)
         if not source.is_file():
@@ -187,7 +201,7 @@ def calibrate(params: PipelineParams, model: ModelRecord, data: DataRecord, out_
     from lrf_core.data import stratified_sample
     from lrf_core.graph import describe_model
 
-    parent = _load_model(model.file)
+    parent = _load_model(model.file, params)
     splits = _splits(params, data)
     calib = stratified_sample(splits.train, min(params.calibration.size, len(splits.train)), seed=params.seed)
     layers = [r.name for r in describe_model(parent).layers if r.geometry is not None]
@@ -236,7 +250,7 @@ def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibra
     from lrf_core.decision import decision_to_data
     from lrf_core.search import compress as core
 
-    parent = _load_model(model.file)
+    parent = _load_model(model.file, params)
     splits = _splits(params, data, calibration)
     stats = _load_stats(calibration.stats, calibration.layers)
     config = compress_config(params)
@@ -264,7 +278,7 @@ def rebuild(params: PipelineParams, model: ModelRecord, searched: SearchRecord, 
     from lrf_core.model_io import save_model_atomic
     from lrf_core.rebuild import rebuild_model
 
-    parent = _load_model(model.file)
+    parent = _load_model(model.file, params)
     chosen = decision_from_data(read_json(_verified(searched.decision)), load_npz(_verified(searched.arrays)))
     child = rebuild_model(parent, chosen)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,8 +294,8 @@ def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
 
     config = compress_config(params).finetune
     splits = _splits(params, data, calibration)
-    student = _load_model(child.model)
-    teacher = _load_model(model.file) if config.distill else None
+    student = _load_model(child.model, params)
+    teacher = _load_model(model.file, params) if config.distill else None
     result = run_finetune(student, splits.train, splits.val, config, teacher=teacher)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model_atomic(student, out_dir / "model.keras")
@@ -319,7 +333,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     from lrf_core.search.compress import evaluate_final
     from tasks import expectations
 
-    parent, child = _load_model(model.file), _load_model(tuned.model)
+    parent, child = _load_model(model.file, params), _load_model(tuned.model, params)
     splits = _splits(params, data, calibration)
     p_cost, c_cost = model_cost(parent), model_cost(child)
     latency_fn = None

@@ -1,0 +1,84 @@
+"""Smoke test of the benchmark harness (issue 5): a tiny CNN on sklearn digits, every code path once.
+
+Checks the shape of what the benchmark writes (every field of every row, machine info) and that
+the report renders with its plots. Nothing about speed or compression quality is asserted here:
+the benchmark reports numbers, it does not assert them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    from bench.harness import MODES, run_zoo
+    from bench.scale import depth_sweep
+
+    out = tmp_path_factory.mktemp("results")
+    zoo = tmp_path_factory.mktemp("zoo")
+    mode = MODES["smoke"]
+    run_zoo(mode, out_dir=out, zoo_dir=zoo)
+    depth_sweep(mode, out)
+    return out, zoo
+
+
+def test_compare_json_has_every_field(smoke_run):
+    from bench.harness import LATENCY_FIELDS, ROW_FIELDS
+
+    out, _ = smoke_run
+    data = json.loads((out / "compare_tiny_cnn.json").read_text())
+    for key in ("experiment", "model", "mode", "machine", "settings", "gate_points", "data", "parent",
+                "parent_extra_epochs", "finetune_epoch_s", "rows", "timing", "seconds"):
+        assert key in data, key
+    for key in ("python", "cpu_count", "threads", "packages"):
+        assert key in data["machine"], key
+    assert data["machine"]["packages"]["tensorflow"]
+    variants = {row["variant"] for row in data["rows"]}
+    assert {"lrflow", "sigma@macs50", "frobenius@macs50", "dprp"} <= variants
+    for row in data["rows"]:
+        assert set(row) == set(ROW_FIELDS), row["variant"]
+        assert row["status"] in ("ok", "target_not_met", "error"), (row["variant"], row["error"])
+        if row["status"] == "ok":
+            assert row["params"] > 0 and 0 < row["macs_kept"] <= 1.0
+            assert row["test_accuracy"] is not None and row["gate_passed"] in (True, False)
+            assert row["search_wall_s"] is not None and row["peak_rss_mb"] > 0
+            assert set(row["latency"]) == set(LATENCY_FIELDS), row["variant"]
+            assert row["latency"]["tf_b1_s"] > 0 and row["latency"]["tf_b64_s"] > 0
+    timing = data["timing"]
+    assert {"parent", "control", "lrflow"} <= set(timing["tf"]["1"])
+    assert "lrflow" in timing["tflite"]["1"]
+    assert data["parent_extra_epochs"]["test_accuracy"] is not None
+
+
+def test_zoo_and_depth_results(smoke_run):
+    out, zoo = smoke_run
+    record = json.loads((out / "zoo.json").read_text())["models"]["tiny_cnn"]
+    for key in ("epochs", "stopped_early", "val_accuracy", "test_accuracy", "params", "macs", "seconds_per_epoch"):
+        assert key in record, key
+    assert (zoo / "tiny_cnn-smoke.keras").exists()
+    depth = json.loads((out / "depth_sweep.json").read_text())
+    assert depth["rows"] and depth["rows"][0]["eligible_layers"] > 0 and "candidates" in depth["rows"][0]["phases_s"]
+
+
+def test_report_renders_markdown_and_plots(smoke_run, tmp_path):
+    from bench.report import load_results, render
+
+    out, _ = smoke_run
+    report = tmp_path / "REPORT.md"
+    text = render(load_results(out), report, results_dir=out)
+    assert report.read_text() == text
+    assert "## Goals" in text and "tiny_cnn" in text and "met" in text
+    pngs = list(tmp_path.rglob("*.png"))
+    assert any(p.name == "pareto_tiny_cnn.png" for p in pngs)
+    assert all(p.stat().st_size > 1000 for p in pngs)
+    for png in pngs:  # every plot the report links to exists
+        assert png.relative_to(tmp_path).as_posix() in text
