@@ -244,6 +244,7 @@ def translate_error(exc: Exception, *, operation: str, bucket: str, key: Optiona
     from botocore.exceptions import (  # local: keep `import tasks.s3io` cheap
         ClientError,
         EndpointConnectionError,
+        HTTPClientError,
         NoCredentialsError,
         PartialCredentialsError,
     )
@@ -258,6 +259,10 @@ def translate_error(exc: Exception, *, operation: str, bucket: str, key: Optiona
     if isinstance(exc, EndpointConnectionError):
         return S3EndpointError(f"S3 {operation} on {where} failed: cannot connect to {target}. "
                                f"To use the local S3, {LOCAL_S3_HINT}.")
+    if isinstance(exc, HTTPClientError):  # the connection dropped or timed out mid-request
+        return S3EndpointError(f"S3 {operation} on {where} failed: the connection to {target} was interrupted "
+                               f"({type(exc).__name__}) after botocore's retries. Check that the server is up and "
+                               "run again: a publish that stopped midway left no visible version.")
     if not isinstance(exc, ClientError):
         return S3Error(f"S3 {operation} on {where} failed against {target}: {exc}")
     code = _error_code(exc)
