@@ -418,10 +418,25 @@ def _lineage(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
         "parent_model": {"source": model.source, "sha256": model.file.sha256},
         "data": {"source": data.source, "train_sha256": data.train.sha256, "test_sha256": data.test.sha256},
         "calibration_set_sha256": calibration.calibration.sha256,
-        "params": params.model_dump(mode="json"),
+        "params": _redacted(params.model_dump(mode="json")),
         "versions": {"lrflow": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
     }
+
+
+def _redacted(dumped: dict) -> dict:
+    """Parameters for the lineage, with any ``user:password@`` removed from the endpoint URL.
+
+    Credentials belong in the environment; one pasted into a URL must not be published.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = dumped.get("registry", {}).get("endpoint_url")
+    if url and "@" in (urlsplit(url).netloc or ""):
+        parts = urlsplit(url)
+        netloc = "***@" + parts.netloc.rsplit("@", 1)[1]
+        dumped = {**dumped, "registry": {**dumped["registry"], "endpoint_url": urlunsplit(parts._replace(netloc=netloc))}}
+    return dumped
 
 
 # -- publish and promote ------------------------------------------------------------------------

@@ -263,3 +263,23 @@ def test_fleet_fans_out_on_a_dask_cluster(digits_model_path, bucket, tmp_path):
     assert [r["name"] for r in results] == ["dask-a", "dask-b"] and all(r["passed"] for r in results)
     # same parameters apart from the name: the two workers made the same decisions
     assert results[0]["summary"]["child_params"] == results[1]["summary"]["child_params"]
+
+
+def test_no_credential_reaches_a_published_object(passed_run, bucket):
+    import os
+
+    secrets = [os.environ[k].encode() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    client = s3io.s3_client()
+    keys = s3io.list_keys(client, bucket, f"{PREFIX}/models/digits/")
+    assert len(keys) > 10
+    for key in keys:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert not any(secret in body for secret in secrets), key
+
+
+def test_credentials_pasted_into_an_endpoint_url_are_redacted_from_the_lineage():
+    from tasks.steps import _redacted
+
+    dumped = {"registry": {"endpoint_url": "https://AKIAEXAMPLE:s3cr3t@minio.internal:9000", "bucket": "b"}}
+    assert _redacted(dumped)["registry"]["endpoint_url"] == "https://***@minio.internal:9000"
+    assert _redacted({"registry": {"endpoint_url": None}}) == {"registry": {"endpoint_url": None}}
