@@ -261,8 +261,22 @@ def test_fleet_fans_out_on_a_dask_cluster(digits_model_path, bucket, tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         results = fleet_flow(cluster.scheduler_address)(load_fleet(tmp_path / "fleet.yaml"))
     assert [r["name"] for r in results] == ["dask-a", "dask-b"] and all(r["passed"] for r in results)
-    # same parameters apart from the name: the two workers made the same decisions
+    # same parameters apart from the name: the two workers made the same decisions ...
     assert results[0]["summary"]["child_params"] == results[1]["summary"]["child_params"]
+    # ... and so does the local runner, to the byte
+    from flows.pipeline import compress_model
+
+    local_params = load_fleet(tmp_path / "fleet.yaml")[0].model_copy(update={"workspace": str(tmp_path / "local")})
+    local = compress_model(local_params)
+    # methods and ranks to the byte; factor weights to round-off (BLAS threads differ in a worker)
+    decisions = lambda ws: {p.read_bytes() for p in ws.glob("search/*/decision.json")}  # noqa: E731
+    assert len(decisions(tmp_path / "local")) == 1 and decisions(tmp_path / "ws") == decisions(tmp_path / "local")
+    weights = [np.load(p) for p in sorted((tmp_path / "ws").glob("search/*/decision.npz"))]
+    local_weights = np.load(next((tmp_path / "local").glob("search/*/decision.npz")))
+    for key in local_weights.files:
+        for w in weights:
+            np.testing.assert_allclose(w[key], local_weights[key], rtol=1e-4, atol=1e-6)
+    assert local["summary"]["child_params"] == results[0]["summary"]["child_params"]
 
 
 def test_no_credential_reaches_a_published_object(passed_run, bucket):
