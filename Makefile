@@ -43,12 +43,10 @@ demo: install
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m flows.demo
 
 bench: install
-	$(BIN)/python bench/decompose.py
-	$(BIN)/python bench/compress_fashion.py
+	$(BIN)/python -m bench.run
 
 bench-quick: install
-	$(BIN)/python bench/decompose.py --quick --out bench/results/decompose-quick.json
-	$(BIN)/python bench/compress_fashion.py --quick
+	$(BIN)/python -m bench.run --quick
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

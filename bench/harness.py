@@ -1,0 +1,653 @@
+"""Side-by-side compression benchmark of the zoo (issue 5): one run per model, one gate for all.
+
+For every zoo model, under the same gate (test top-1 drop ≤ ``GATE_POINTS`` after the
+variant's last step), the harness runs:
+
+* ``lrflow``: the default (mixed methods, Σ-aware fit, CKA similarity, accuracy budget
+  1.0 point on the estimation set, one-shot fine-tune), ``layerwise`` selection;
+* ``lrflow_sequential``: the same with ``selection="sequential"``;
+* ``uniform_conv_<m>``: one Conv2D method everywhere (``svd``, ``tucker2``, ``cp``, ``spatial``), Dense by
+  ``svd``; ``uniform_dense_<m>``: one Dense method (``tt``, ``tucker``), Conv2D by ``svd``;
+* ``sigma@M`` / ``frobenius@M``: a cost-target search (MACs kept ≤ M, Σ objective), then the
+  **same plan** (methods and ranks) fitted with each objective, **no fine-tune**;
+* ``energy95_svd``: SVD ranks keeping 95 % of the singular-value energy, then fine-tune;
+* ``vbmf_tucker2``: Tucker-2 ranks from VBMF (Kim et al. 2016), then fine-tune;
+* ``dprp``: dynamic parameter rank pruning (training-time, :mod:`lrf_core.dprp`);
+* controls: ``parent_extra_epochs`` (the parent fine-tuned with the same config as the
+  children: an under-trained parent would make fine-tuning look like a gain) and, for
+  latency, ``control`` (the parent rebuilt through the same code path with nothing factorized).
+
+For each: params and MACs kept, test accuracy without and with fine-tune, search wall time
+and its phases, search time ÷ one fine-tune epoch, peak RSS during the variant, and
+measured latency (:mod:`bench.timing`, a separate process with fixed threads: TF
+``tf.function`` and TFLite, batch 1 and 64, all models of one parent interleaved).
+
+Writes ``RESULTS/zoo.json`` and ``RESULTS/compare_<model>.json``; ``bench.run`` adds the
+scale experiments and the report. Usage: ``python -m bench.harness [--quick] [--models ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+from bench.common import (
+    FASHION_URI, RESULTS_DIR, ROOT, ZOO_DIR, PeakRSS, configure_tensorflow, load_splits, log, machine_info,
+    max_rss_bytes, write_result,
+)
+
+__all__ = ["Mode", "MODES", "ROW_FIELDS", "VARIANTS", "run_model", "run_zoo", "cost_by_type"]
+
+#: The gate of every variant: test top-1 drop in points after the variant's last step.
+GATE_POINTS = 1.0
+
+#: Every row of ``compare_<model>.json`` has exactly these keys (None where not applicable).
+ROW_FIELDS = (
+    "variant", "family", "description", "status", "error", "finetuned", "methods", "objective", "selection",
+    "params", "macs", "params_kept", "macs_kept",
+    "val_accuracy_no_ft", "test_accuracy_no_ft", "test_drop_no_ft",
+    "val_accuracy", "test_accuracy", "test_drop", "gate_passed", "est_drop_ucb95",
+    "search_wall_s", "search_phases_s", "finetune_s", "finetune_epochs", "finetune_epoch_s", "search_over_epoch",
+    "total_s", "peak_rss_mb", "peak_rss_delta_mb", "layers", "cost_by_type", "latency",
+)
+
+#: Latency fields of each row (filled from :mod:`bench.timing`).
+LATENCY_FIELDS = (
+    "tf_b1_s", "tf_b64_s", "tflite_b1_s", "tflite_b64_s", "macs_ratio",
+    "speedup_tf_b1", "speedup_tf_b64", "speedup_tflite_b1", "speedup_tflite_b64",
+    "speedup_vs_control_tf_b1", "speedup_vs_control_tf_b64",
+    "speedup_over_macs_ratio_tf_b1", "speedup_over_macs_ratio_tf_b64",
+    "speedup_over_macs_ratio_tflite_b1", "speedup_over_macs_ratio_tflite_b64",
+)
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """The ResNet-50 (224×224) search: small calibration set, cost target only, a time cap."""
+
+    calibration: int = 32
+    similarity_examples: int = 16
+    grid_points: int = 4
+    search_iterations: int = 5
+    target_macs: float = 0.5
+    cap_s: float = 1800.0
+    rss_cap_gb: float = 14.0  # the child stops itself above this (shared 24 GB machine)
+    configs: tuple[str, ...] = ("all_methods", "svd_only")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Everything that differs between ``full``, ``quick`` and the ``smoke`` test."""
+
+    name: str
+    models: tuple[str, ...]
+    variants: tuple[str, ...]
+    data_uri: str = FASHION_URI
+    train_examples: Optional[int] = None
+    test_examples: Optional[int] = None
+    calibration: int = 512
+    similarity_examples: int = 256
+    grid_points: int = 12
+    search_iterations: int = 10
+    conv_methods: Optional[tuple[str, ...]] = None  # None: every registered Conv2D method
+    finetune_epochs: int = 3
+    objective_macs: tuple[float, ...] = (0.3, 0.5, 0.7)
+    dprp_epochs: int = 6
+    threads: int = 1
+    repeats: dict = field(default_factory=lambda: {"1": 300, "64": 60})
+    tflite: str = "all"  # all | lrflow (parent, control, lrflow) | none
+    blocks: str = "all"  # which children get a per-layer block profile: all | lrflow | none
+    depth_blocks: tuple[int, ...] = (1, 2, 3, 5, 8)
+    depth_grid_points: int = 6
+    depth_conv_methods: Optional[tuple[str, ...]] = ("svd", "tucker2")  # None: as conv_methods
+    depth_train_epochs: int = 2  # brief training: ALS on random weights converges unrealistically slowly
+    scale: Optional[ScaleSpec] = ScaleSpec()
+    skip: tuple[str, ...] = ()  # "model:variant" pairs left out
+
+    @property
+    def results_dir(self) -> Path:
+        return RESULTS_DIR if self.name == "full" else RESULTS_DIR / self.name
+
+
+ALL_VARIANTS = (
+    "lrflow", "lrflow_target", "lrflow_sequential",
+    "uniform_conv_svd", "uniform_conv_tucker2", "uniform_conv_cp", "uniform_conv_spatial",
+    "uniform_dense_tt", "uniform_dense_tucker",
+    "objective", "energy95_svd", "vbmf_tucker2", "dprp",
+)
+
+MODES = {
+    "full": Mode("full", models=("fashion_vgg", "fashion_resnet", "fashion_mobilenetv2"), variants=ALL_VARIANTS),
+    # ≤ 15 minutes on 2 shared cores: small subsets, under-trained parents, coarse grids, Conv2D methods
+    # svd and tucker2 only (the ALS-Σ fits of cp and spatial dominate the search, see REPORT.md), fewer
+    # variants (the baselines on the VGG only), fewer repetitions, depth sweep svd-only, ResNet-50 svd-only capped.
+    "quick": Mode(
+        "quick", models=("fashion_vgg", "fashion_resnet", "fashion_mobilenetv2"),
+        variants=("lrflow", "objective", "energy95_svd", "vbmf_tucker2", "dprp"),
+        skip=tuple(f"{m}:{v}" for m in ("fashion_resnet", "fashion_mobilenetv2") for v in ("energy95_svd", "vbmf_tucker2",
+                                                                                         "dprp")),
+        train_examples=3000, test_examples=2000, calibration=128, similarity_examples=128, grid_points=4,
+        search_iterations=3, conv_methods=("svd", "tucker2"), finetune_epochs=1, objective_macs=(0.5,),
+        dprp_epochs=2, repeats={"1": 50, "64": 8}, tflite="lrflow", blocks="lrflow", depth_blocks=(1, 2),
+        depth_grid_points=3, depth_conv_methods=("svd",), depth_train_epochs=1,
+        scale=ScaleSpec(calibration=8, similarity_examples=4, grid_points=2, search_iterations=2, cap_s=180.0,
+                        configs=("svd_only",)),
+    ),
+    # the test: a tiny CNN on sklearn digits, every code path, seconds
+    "smoke": Mode(
+        "smoke", models=("tiny_cnn",), variants=("lrflow", "objective", "energy95_svd", "dprp"),
+        data_uri="sklearn:digits", train_examples=700, calibration=64, similarity_examples=64, grid_points=3,
+        search_iterations=2, conv_methods=("svd", "tucker2"), finetune_epochs=1, objective_macs=(0.5,), dprp_epochs=2,
+        repeats={"1": 5, "64": 3}, tflite="lrflow", blocks="lrflow", depth_blocks=(1,), depth_grid_points=2,
+        depth_conv_methods=("svd",), depth_train_epochs=1, scale=None,
+    ),
+}
+
+
+# -- variants -------------------------------------------------------------------------------
+
+
+def _methods(mode: Mode, conv=None, dense=None) -> dict:
+    from lrf_core.decompose.registry import method_ids
+
+    return {"conv2d": tuple(conv or mode.conv_methods or method_ids("conv2d")),
+            "dense": tuple(dense or method_ids("dense"))}
+
+
+def _base_config(mode: Mode, **changes):
+    from lrf_core.finetune import FinetuneConfig
+    from lrf_core.search.compress import CompressConfig
+
+    base = dict(max_drop=GATE_POINTS, grid_points=mode.grid_points, search_iterations=mode.search_iterations,
+                similarity_examples=mode.similarity_examples, finetune=FinetuneConfig(epochs=mode.finetune_epochs),
+                methods=_methods(mode))
+    base.update(changes)
+    return CompressConfig(**base)
+
+
+def _compress_variants(mode: Mode) -> dict:
+    """name → (family, description, CompressConfig) of every search-and-fine-tune variant."""
+    from lrf_core.search.allocate import CostTargets
+
+    variants = {
+        "lrflow": ("lrflow", "default: mixed methods, Σ fit, CKA, layerwise, one-shot fine-tune", _base_config(mode)),
+        "lrflow_target": ("lrflow", "default with the goal as cost targets (params ≤ 10 %, MACs ≤ 30 %) instead of "
+                                    "the accuracy budget, fine-tune", _base_config(mode, max_drop=None,
+                                                                                  targets=CostTargets(params=0.1, macs=0.3))),
+        "lrflow_sequential": ("selection", "default with sequential selection",
+                              _base_config(mode, selection="sequential")),
+        "energy95_svd": ("baseline", "SVD ranks at 95 % singular-value energy, fine-tune",
+                         _base_config(mode, max_drop=None, ranks="energy:0.95",
+                                      methods={"conv2d": ("svd",), "dense": ("svd",)})),
+        "vbmf_tucker2": ("baseline", "Tucker-2 ranks by VBMF on the Conv2D layers, fine-tune",
+                         _base_config(mode, max_drop=None, ranks="vbmf", methods={"conv2d": ("tucker2",)})),
+    }
+    for m in ("svd", "tucker2", "cp", "spatial"):
+        variants[f"uniform_conv_{m}"] = ("uniform", f"Conv2D: {m} only, Dense: svd",
+                                         _base_config(mode, methods={"conv2d": (m,), "dense": ("svd",)}))
+    for m in ("tt", "tucker"):
+        variants[f"uniform_dense_{m}"] = ("uniform", f"Dense: {m} only, Conv2D: svd",
+                                          _base_config(mode, methods={"conv2d": ("svd",), "dense": (m,)}))
+    return variants
+
+
+VARIANTS = ALL_VARIANTS
+
+
+def _empty_row(variant: str, family: str, description: str) -> dict:
+    row = dict.fromkeys(ROW_FIELDS)
+    row.update(variant=variant, family=family, description=description, status="ok")
+    return row
+
+
+def cost_by_type(model) -> dict:
+    """Params and MACs per layer type of a model (what is left where): factor chains, Conv k×k, …"""
+    from lrf_core.graph import describe_model
+
+    out: dict = {}
+    for r in describe_model(model).layers:
+        if not r.params and not r.macs:
+            continue
+        if "_lrf_" in r.name:
+            key = "factor chains"
+        elif r.class_name == "Conv2D" and r.kernel_shape:
+            key = f"Conv2D {r.kernel_shape[0]}x{r.kernel_shape[1]}"
+        else:
+            key = r.class_name
+        slot = out.setdefault(key, {"params": 0, "macs": 0})
+        slot["params"] += int(r.params)
+        slot["macs"] += int(r.macs)
+    return out
+
+
+def _accuracies(model, splits) -> tuple[float, float]:
+    from lrf_core.zoo import accuracy
+
+    return accuracy(model, splits.val), accuracy(model, splits.test)
+
+
+def _fill_cost(row: dict, child, parent_cost) -> None:
+    from lrf_core.graph import model_cost
+
+    cost = model_cost(child)
+    row.update(params=cost.params, macs=cost.macs, params_kept=cost.params / parent_cost.params,
+               macs_kept=cost.macs / parent_cost.macs, cost_by_type=cost_by_type(child))
+
+
+def _layer_rows(report_layers) -> list:
+    keys = ("layer", "type", "status", "method", "rank", "params_before", "params_after", "macs_before", "macs_after",
+            "sigma_error", "similarity", "reason")
+    return [{k: r.get(k) for k in keys} for r in report_layers]
+
+
+def _search_seconds(phases: dict) -> float:
+    return float(sum(v for k, v in phases.items() if k in ("calibration", "latency", "candidates", "allocation", "refit")))
+
+
+def _profiled(fn, *args):
+    """``fn(*args)`` under cProfile; returns its result and the top functions by self time."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    try:
+        result = fn(*args)
+    finally:
+        profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
+        short = filename.split("site-packages/")[-1].split("/work/main/")[-1]
+        rows.append({"function": f"{short}:{line}({func})", "ncalls": nc, "tottime": tt, "cumtime": ct})
+    top_self = sorted(rows, key=lambda r: -r["tottime"])[:15]
+    top_lrf = sorted((r for r in rows if r["function"].startswith("lrf_core")), key=lambda r: -r["cumtime"])[:15]
+    return result, {"seconds": time.perf_counter() - started, "top_tottime": top_self, "top_lrf_core_cumtime": top_lrf}
+
+
+def run_compress_variant(name, family, description, config, parent, parent_acc, data, splits, *, profile=False):
+    """search → rebuild (accuracy without fine-tune) → finish (fine-tune, final accuracy).
+
+    ``profile``: run the search under cProfile (a few % slower; the report names the hot spots).
+    """
+    from lrf_core.rebuild import rebuild_model
+    from lrf_core.search.compress import TargetNotMetError, finish, search
+
+    row = _empty_row(name, family, description)
+    row.update(objective=config.objective, selection=config.selection, finetuned=config.finetune.epochs > 0)
+    started = time.perf_counter()
+    profile_info = None
+    with PeakRSS() as memory:
+        try:
+            if profile:
+                searched, profile_info = _profiled(search, parent, data, config)
+            else:
+                searched = search(parent, data, config)
+        except TargetNotMetError as error:
+            searched, missed = None, error
+        row["search_wall_s"] = time.perf_counter() - started
+        if searched is not None:
+            row["search_phases_s"] = dict(searched.report["phases_s"])
+            path = searched.report.get("lambda_path") or []
+            chosen = [p for p in path if abs(p["lambda"] - searched.allocation.lam) < 1e-15]
+            row["est_drop_ucb95"] = chosen[-1]["est_drop_ucb95"] if chosen else None
+            child0 = rebuild_model(parent, searched.fitted)
+            row["val_accuracy_no_ft"], row["test_accuracy_no_ft"] = _accuracies(child0, splits)
+            del child0
+            result = finish(parent, searched, data, config)
+    row.update(memory.as_dict())
+    if searched is None:
+        row.update(status="target_not_met", error=str(missed), layers=_layer_rows(missed.report["layers"]),
+                   search_phases_s=missed.report["phases_s"])
+        return row, None, None
+    report = result.report
+    ft = report["finetune"]
+    row.update(
+        val_accuracy=report["child"]["val_accuracy"], test_accuracy=report["child"]["test_accuracy"],
+        finetune_s=report["phases_s"].get("finetune"), finetune_epochs=ft["epochs_run"],
+        finetune_epoch_s=ft["seconds_per_epoch"] or None, layers=_layer_rows(report["layers"]),
+        methods=sorted({r["method"] for r in report["layers"] if r["status"] == "factorized"}),
+        total_s=time.perf_counter() - started,
+    )
+    return row, result.model, {"lambda_path": path, "selection_comparison": report.get("selection_comparison"),
+                               "candidates": report.get("candidate_counts"), "profile": profile_info}
+
+
+def run_objective_variants(mode, parent, data, splits, target_macs: float):
+    """Cost-target search with Σ, then the same plan fitted with Σ and with Frobenius, no fine-tune."""
+    from lrf_core.apply_plan import apply_plan
+    from lrf_core.finetune import FinetuneConfig
+    from lrf_core.rebuild import rebuild_model
+    from lrf_core.search.allocate import CostTargets
+    from lrf_core.search.compress import TargetNotMetError, search
+
+    config = _base_config(mode, max_drop=None, targets=CostTargets(macs=target_macs),
+                          finetune=FinetuneConfig(epochs=0))
+    tag = f"{round(100 * target_macs)}"
+    rows, children = [], {}
+    started = time.perf_counter()
+    with PeakRSS() as memory:
+        try:
+            searched = search(parent, data, config)
+            error = None
+        except TargetNotMetError as exc:
+            searched, error = None, exc
+    search_wall = time.perf_counter() - started
+    for objective in ("sigma", "frobenius"):
+        name = f"{objective}@macs{tag}"
+        row = _empty_row(name, "objective", f"plan of a Σ search for MACs ≤ {target_macs:.0%}, fitted with "
+                                            f"{objective}, no fine-tune (equal ranks)")
+        row.update(objective=objective, selection=config.selection, finetuned=False, search_wall_s=search_wall)
+        row.update(memory.as_dict())
+        if searched is None:
+            row.update(status="target_not_met", error=str(error), layers=_layer_rows(error.report["layers"]))
+            rows.append(row)
+            continue
+        row["search_phases_s"] = dict(searched.report["phases_s"])
+        t0 = time.perf_counter()
+        if objective == "sigma":  # the search's own Σ fits (the chosen ones already refitted with full sweeps)
+            child = rebuild_model(parent, searched.fitted)
+            fitted = [f.as_dict() for f in searched.fitted.values()]
+        else:  # the same methods and ranks, plain weight fitting
+            plan = {k: {"method": v.method, "rank": list(v.rank)} for k, v in searched.allocation.factorized.items()}
+            rebuilt = apply_plan(parent, plan, objective="frobenius", seed=config.seed)
+            child, fitted = rebuilt.model, rebuilt.report["layers"]
+        row["total_s"] = search_wall + time.perf_counter() - t0
+        val, test = _accuracies(child, splits)
+        row.update(val_accuracy_no_ft=val, test_accuracy_no_ft=test, val_accuracy=val, test_accuracy=test,
+                   methods=sorted({f["method"] for f in fitted}), layers=[{**f, "status": "factorized"} for f in fitted])
+        rows.append(row)
+        children[name] = child
+    return rows, children
+
+
+def run_dprp(mode, parent, splits):
+    from lrf_core.dprp import DPRPConfig, train_dprp
+
+    row = _empty_row("dprp", "baseline", f"dynamic parameter rank pruning, {mode.dprp_epochs} epochs (training-time)")
+    row.update(finetuned=True, methods=["svd"], objective="training", selection=None)
+    started = time.perf_counter()
+    with PeakRSS() as memory:
+        result = train_dprp(parent, splits.train, splits.val, DPRPConfig(epochs=mode.dprp_epochs))
+    seconds = time.perf_counter() - started
+    child = result.model
+    val, test = _accuracies(child, splits)
+    row.update(memory.as_dict())
+    row.update(val_accuracy=val, test_accuracy=test, search_wall_s=seconds, finetune_s=seconds,
+               finetune_epochs=len(result.history), finetune_epoch_s=seconds / max(len(result.history), 1),
+               total_s=seconds,
+               layers=[{"layer": k, "status": "dense" if k in result.restored_dense else "factorized", "method": "svd",
+                        "rank": [v]} for k, v in result.ranks.items()])
+    return row, child
+
+
+def _finish_row(row: dict, parent_acc: tuple[float, float], parent_cost, child, epoch_s: Optional[float]) -> None:
+    if child is not None:
+        _fill_cost(row, child, parent_cost)
+    if row["test_accuracy_no_ft"] is not None:
+        row["test_drop_no_ft"] = 100.0 * (parent_acc[1] - row["test_accuracy_no_ft"])
+    if row["test_accuracy"] is not None:
+        row["test_drop"] = 100.0 * (parent_acc[1] - row["test_accuracy"])
+        row["gate_passed"] = row["test_drop"] <= GATE_POINTS + 1e-9
+    elif row["status"] != "ok":
+        row["gate_passed"] = False
+    if row["search_wall_s"] is not None and epoch_s:  # one epoch of the same fine-tune on this model
+        row["search_over_epoch"] = row["search_wall_s"] / epoch_s
+    for key in ("search_wall_s", "total_s", "finetune_s", "finetune_epoch_s"):
+        if row[key] is not None:
+            row[key] = round(float(row[key]), 3)
+
+
+# -- latency --------------------------------------------------------------------------------
+
+
+def _block_specs(parent, child, row) -> list:
+    """Per factorized layer: the dense layer's config and the chain's configs (for bench.timing)."""
+    from lrf_core.graph import describe_model
+    from lrf_core.search.candidates import layer_input_shape
+
+    summary = describe_model(parent)
+    names = {layer.name: layer for layer in child.layers}
+    blocks = []
+    for r in row["layers"] or []:
+        if r.get("status") != "factorized":
+            continue
+        name = r["layer"]
+        chain = []
+        i = 0
+        while f"{name}_lrf_{i}" in names:
+            layer = names[f"{name}_lrf_{i}"]
+            chain.append({"class_name": type(layer).__name__, "config": layer.get_config()})
+            i += 1
+        if not chain:
+            continue
+        layer = parent.get_layer(name)
+        record = summary.record(name)
+        kernel = record.kernel_shape
+        kind = f"Conv2D {kernel[0]}x{kernel[1]}" if record.class_name == "Conv2D" else record.class_name
+        blocks.append({"variant": row["variant"], "layer": name, "type": kind, "method": r.get("method"),
+                       "rank": r.get("rank"), "macs_before": r.get("macs_before"), "macs_after": r.get("macs_after"),
+                       "input_shape": list(layer_input_shape(record.geometry)),
+                       "dense": [{"class_name": type(layer).__name__, "config": layer.get_config()}],
+                       "chain": chain})
+    return blocks
+
+
+def measure_latency(mode: Mode, name: str, parent, children: dict, rows: list, workdir: Path) -> dict:
+    """Save parent, control and children; time them in :mod:`bench.timing`; return its output."""
+    from lrf_core.model_io import save_model_atomic
+    from lrf_core.rebuild import rebuild_model
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for key, model in [("parent", parent), ("control", rebuild_model(parent, {}, name=f"{parent.name}_control")),
+                       *children.items()]:
+        path = workdir / f"{key.replace('@', '_at_')}.keras"
+        save_model_atomic(model, path)
+        entries.append({"id": key, "path": str(path)})
+    tflite_ids = {"all": [e["id"] for e in entries], "lrflow": ["parent", "control", "lrflow"], "none": []}[mode.tflite]
+    blocks = []
+    for row in rows:
+        if row["variant"] in children and (mode.blocks == "all" or row["variant"] == "lrflow") and mode.blocks != "none":
+            blocks += _block_specs(parent, children[row["variant"]], row)
+    manifest = {"models": entries, "input_shape": list(parent.inputs[0].shape[1:]), "threads": mode.threads,
+                "batches": [1, 64], "repeats": mode.repeats, "warmup": 5, "tflite_ids": tflite_ids,
+                "blocks": blocks}
+    manifest_path, out_path = workdir / "timing-manifest.json", workdir / "timing.json"
+    manifest_path.write_text(json.dumps(manifest, default=str))
+    log(f"{name}: timing {len(entries)} models (threads={mode.threads}, TFLite for {len(tflite_ids)}, "
+        f"{len(blocks)} blocks)")
+    done = subprocess.run([sys.executable, "-m", "bench.timing", str(manifest_path), str(out_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        log(f"{name}: timing failed:\n{tail}")
+        return {"error": tail}
+    return json.loads(out_path.read_text())
+
+
+def _fill_latency(rows: list, timing: dict, parent_macs: int) -> None:
+    tf_t, lite = timing.get("tf", {}), timing.get("tflite", {})
+
+    def med(table, batch, key):
+        entry = table.get(str(batch), {}).get(key)
+        return entry["median_s"] if isinstance(entry, dict) and "median_s" in entry else None
+
+    for row in rows:
+        key = row["variant"]
+        if med(tf_t, 1, key) is None:
+            continue
+        lat = dict.fromkeys(LATENCY_FIELDS)
+        ratio = parent_macs / row["macs"] if row["macs"] else None
+        lat["macs_ratio"] = ratio
+        for runtime, table in (("tf", tf_t), ("tflite", lite)):
+            for batch in (1, 64):
+                t_child, t_parent = med(table, batch, key), med(table, batch, "parent")
+                lat[f"{runtime}_b{batch}_s"] = t_child
+                if t_child and t_parent:
+                    lat[f"speedup_{runtime}_b{batch}"] = t_parent / t_child
+                t_control = med(table, batch, "control")
+                if runtime == "tf" and t_child and t_control:
+                    lat[f"speedup_vs_control_tf_b{batch}"] = t_control / t_child
+                    if ratio:
+                        lat[f"speedup_over_macs_ratio_tf_b{batch}"] = (t_control / t_child) / ratio
+                if runtime == "tflite" and t_child and t_parent and ratio:
+                    lat[f"speedup_over_macs_ratio_tflite_b{batch}"] = (t_parent / t_child) / ratio
+        row["latency"] = lat
+
+
+# -- one model --------------------------------------------------------------------------------
+
+
+def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_dir: Path, workdir: Path,
+              variants: Optional[tuple[str, ...]] = None) -> dict:
+    """Every variant of ``mode`` on one parent; writes ``out_dir/compare_<name>.json`` and returns it."""
+    from lrf_core.data import stratified_sample
+    from lrf_core.finetune import FinetuneConfig, finetune
+    from lrf_core.graph import model_cost
+    from lrf_core.rebuild import rebuild_model
+    from lrf_core.search.compress import CompressData
+
+    variants = variants or mode.variants
+    data = CompressData(stratified_sample(splits.train, mode.calibration, seed=0), splits.train, splits.val, splits.test)
+    parent_cost = model_cost(parent)
+    parent_acc = _accuracies(parent, splits)
+    started = time.perf_counter()
+
+    # control: the parent given the same extra epochs as a child's fine-tune
+    extra = rebuild_model(parent, {}, name=f"{parent.name}_extra")
+    ft_config = FinetuneConfig(epochs=mode.finetune_epochs)
+    t0 = time.perf_counter()
+    ft = finetune(extra, splits.train, splits.val, ft_config)
+    extra_val, extra_test = _accuracies(extra, splits)
+    control = {"finetune": asdict(ft), "seconds": time.perf_counter() - t0, "val_accuracy": extra_val,
+               "test_accuracy": extra_test, "test_gain_points": 100.0 * (extra_test - parent_acc[1])}
+    epoch_s = ft.seconds_per_epoch or None
+    log(f"{name}: parent test {parent_acc[1]:.4f}; + {ft.epochs_run} extra epochs → {extra_test:.4f} "
+        f"({control['test_gain_points']:+.2f} points); one fine-tune epoch {epoch_s or float('nan'):.1f} s")
+    del extra
+
+    def snapshot(rows, timing, extras, *, partial):
+        return {
+            "experiment": "compare",
+            "model": name,
+            "mode": mode.name,
+            "partial": partial,
+            "machine": machine_info(mode.threads),
+            "settings": {k: v for k, v in asdict(mode).items() if k not in ("scale", "models")},
+            "gate_points": GATE_POINTS,
+            "data": {"uri": splits.uri, "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
+                     "calibration": mode.calibration},
+            "parent": {**train_record, "params": parent_cost.params, "macs": parent_cost.macs,
+                       "val_accuracy": parent_acc[0], "test_accuracy": parent_acc[1], "cost_by_type": cost_by_type(parent)},
+            "parent_extra_epochs": control,
+            "finetune_epoch_s": epoch_s,
+            "rows": rows,
+            "extras": extras,
+            "timing": timing,
+            "seconds": time.perf_counter() - started,
+            "max_rss_mb": round(max_rss_bytes() / 2**20, 1),
+        }
+
+    rows, children, extras = [], {}, {}
+    compress_variants = _compress_variants(mode)
+    for variant in variants:
+        if f"{name}:{variant}" in mode.skip:
+            continue
+        gc.collect()
+        t0 = time.perf_counter()
+        try:
+            if variant in compress_variants:
+                family, description, config = compress_variants[variant]
+                row, child, extra_info = run_compress_variant(variant, family, description, config, parent, parent_acc,
+                                                              data, splits, profile=variant == "lrflow")
+                new_rows, new_children = [row], ({variant: child} if child is not None else {})
+                if extra_info:
+                    extras[variant] = extra_info
+            elif variant == "objective":
+                new_rows, new_children = [], {}
+                for target in mode.objective_macs:
+                    r, c = run_objective_variants(mode, parent, data, splits, target)
+                    new_rows += r
+                    new_children.update(c)
+            elif variant == "dprp":
+                row, child = run_dprp(mode, parent, splits)
+                new_rows, new_children = [row], {"dprp": child}
+            else:
+                raise KeyError(f"unknown variant {variant!r}; known: {', '.join(ALL_VARIANTS)}")
+        except Exception as error:  # one failing variant is a result, the others still run
+            row = _empty_row(variant, "error", "")
+            row.update(status="error", error=f"{type(error).__name__}: {error}"[:2000], total_s=time.perf_counter() - t0)
+            log(f"{name}/{variant}: ERROR {row['error']}\n{traceback.format_exc()}")
+            new_rows, new_children = [row], {}
+        for row in new_rows:
+            _finish_row(row, parent_acc, parent_cost, new_children.get(row["variant"]), epoch_s)
+            log(f"{name}/{row['variant']}: {row['status']}, params kept {_pct(row['params_kept'])}, MACs kept "
+                f"{_pct(row['macs_kept'])}, test drop no-FT {_pts(row['test_drop_no_ft'])} / final "
+                f"{_pts(row['test_drop'])}, search {row['search_wall_s'] or 0:.0f} s, total {time.perf_counter() - t0:.0f} s")
+        rows += new_rows
+        children.update(new_children)
+        write_result(out_dir / f"compare_{name}.json", snapshot(rows, {}, extras, partial=True))  # survives a kill
+
+    timing = measure_latency(mode, name, parent, children, rows, workdir / name) if children else {}
+    _fill_latency(rows, timing, parent_cost.macs)
+    result = snapshot(rows, timing, extras, partial=False)
+    write_result(out_dir / f"compare_{name}.json", result)
+    return result
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def _pts(value) -> str:
+    return "—" if value is None else f"{value:+.2f}"
+
+
+def run_zoo(mode: Mode, *, models: Optional[tuple[str, ...]] = None, variants=None, out_dir: Optional[Path] = None,
+            zoo_dir: Path = ZOO_DIR, retrain: bool = False) -> list[dict]:
+    """Train (or reuse) every parent of ``mode``, write ``zoo.json``, run :func:`run_model` on each."""
+    from bench.zoo import load_or_train
+
+    out_dir = Path(out_dir or mode.results_dir)
+    models = models or mode.models
+    splits = load_splits(mode.data_uri, train_examples=mode.train_examples, test_examples=mode.test_examples)
+    log(f"data {splits.uri}: train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}")
+    parents = {}
+    for name in models:
+        parents[name] = load_or_train(name, splits, mode=mode.name, directory=zoo_dir, force=retrain)
+    write_result(out_dir / "zoo.json", {"experiment": "zoo", "mode": mode.name, "machine": machine_info(mode.threads),
+                                        "models": {k: v[1] for k, v in parents.items()}})
+    results = []
+    for name, (parent, record) in parents.items():
+        results.append(run_model(mode, name, parent, record, splits, out_dir=out_dir,
+                                 workdir=zoo_dir / "children" / mode.name, variants=variants))
+    return results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=list(MODES), default="full")
+    parser.add_argument("--quick", action="store_true", help="same as --mode quick")
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--variants", nargs="+", choices=list(ALL_VARIANTS))
+    parser.add_argument("--out", type=Path, help="results directory (default: bench/results[/MODE])")
+    parser.add_argument("--retrain", action="store_true")
+    args = parser.parse_args(argv)
+    mode = MODES["quick" if args.quick else args.mode]
+    configure_tensorflow()
+    run_zoo(mode, models=tuple(args.models) if args.models else None,
+            variants=tuple(args.variants) if args.variants else None, out_dir=args.out, retrain=args.retrain)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,593 @@
+"""Render ``REPORT.md`` and its PNG plots from the result files alone (issue 5).
+
+``python -m bench.report [--results DIR] [--out REPORT.md]`` reads ``DIR/zoo.json``,
+``DIR/compare_*.json``, ``DIR/depth_sweep.json`` and ``DIR/scale_resnet50.json`` (any may be
+missing), and writes the report with its figures in ``<out dir>/figures[-MODE]/``:
+
+* ``pareto_<model>.png``: test accuracy against MACs kept, every variant, before (hollow) and
+  after (filled) its fine-tune, the parent and the 1-point gate, the front of final points;
+* ``latency.png``: measured speedup against the MACs ratio (TF batch 1, TF batch 64, TFLite
+  batch 1), with the ``speedup = MACs ratio`` and ``0.8 ×`` lines;
+* ``depth.png``: search time per phase against the number of eligible layers.
+
+Every goal of the issue is stated as met or not met with its figure, and where one is missed
+the report names the phase or layer type responsible (from the per-phase timings, the cProfile
+of the default search, the per-layer block timings and the remaining cost per layer type).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+from bench.common import BENCH, RESULTS_DIR
+
+GOALS = {
+    "params_reduction_avg": 90.0, "macs_reduction_avg": 70.0, "sigma_drop_at_macs50": 2.0,
+    "sigma_vs_frobenius_points": 1.0, "speedup_over_macs_ratio": 0.8, "search_over_epoch": 1.0,
+    "resnet50_search_s": 600.0, "resnet50_peak_rss_gb": 8.0,
+}
+FAMILY_COLORS = {"lrflow": "#d62728", "selection": "#ff7f0e", "uniform": "#1f77b4", "objective": "#2ca02c",
+                 "baseline": "#9467bd", "error": "#7f7f7f"}
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_results(directory: Path) -> dict:
+    directory = Path(directory)
+
+    def read(name):
+        path = directory / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    compare = {}
+    for path in sorted(directory.glob("compare_*.json")):
+        data = json.loads(path.read_text())
+        compare[data["model"]] = data
+    order = ["fashion_vgg", "fashion_resnet", "fashion_mobilenetv2"]  # the zoo's order, then any other model
+    compare = dict(sorted(compare.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
+    return {"zoo": read("zoo.json"), "compare": compare, "depth": read("depth_sweep.json"),
+            "scale": read("scale_resnet50.json")}
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+
+def _f(value, fmt="{:.2f}", none="—"):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return none
+    return fmt.format(value)
+
+
+def _pct(value):
+    return _f(None if value is None else 100 * value, "{:.1f} %")
+
+
+def _met(flag: Optional[bool]) -> str:
+    return "n/a" if flag is None else ("**met**" if flag else "**not met**")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _row(compare: dict, variant: str) -> Optional[dict]:
+    for row in compare["rows"]:
+        if row["variant"] == variant:
+            return row
+    return None
+
+
+def _lat(row, key):
+    return (row.get("latency") or {}).get(key)
+
+
+# -- plots --------------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pareto(compare: dict, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    parent = compare["parent"]["test_accuracy"] * 100
+    ax.axhline(parent, color="k", lw=1, label=f"parent {parent:.2f} %")
+    ax.axhline(parent - compare["gate_points"], color="k", lw=1, ls="--", label="gate (−1 point)")
+    extra = compare.get("parent_extra_epochs") or {}
+    if extra.get("test_accuracy") is not None:
+        ax.axhline(100 * extra["test_accuracy"], color="grey", lw=1, ls=":", label="parent + same extra epochs")
+    points = [r for r in compare["rows"] if r["status"] == "ok" and r["macs_kept"] is not None]
+    finals = [(100 * r["macs_kept"], 100 * r["test_accuracy"]) for r in points]
+    floor = parent - 25  # the axis stops here; lower points are drawn on the edge with their value
+    low = max(min([y for _, y in finals] + [parent - 3]) - 1, floor)
+    top = max(parent + 3, max((y for _, y in finals), default=parent) + 1)
+
+    def clip(y):
+        return max(y, low)
+
+    for row in points:
+        color = FAMILY_COLORS.get(row["family"], "#7f7f7f")
+        x, y = 100 * row["macs_kept"], 100 * row["test_accuracy"]
+        if row["test_accuracy_no_ft"] is not None and row["finetuned"]:
+            y0 = 100 * row["test_accuracy_no_ft"]
+            ax.scatter(x, clip(y0), facecolors="none", edgecolors=color, s=40, marker="o" if y0 >= low else "v")
+            ax.plot([x, x], [clip(y0), clip(y)], color=color, lw=0.6, alpha=0.6)
+        marker = "s" if row["family"] == "objective" and row["objective"] == "frobenius" else "o"
+        ax.scatter(x, clip(y), color=color, marker=marker if y >= low else "v", s=50, zorder=3)
+        label = row["variant"] if y >= low else f"{row['variant']} ({y:.1f} %)"
+        ax.annotate(label, (x, clip(y)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front, best = [], -1.0
+    for x, y in sorted(finals, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    if front:
+        ax.step([p[0] for p in front] + [105], [clip(p[1]) for p in front] + [clip(front[-1][1])], where="post",
+                color="#444", lw=0.8, alpha=0.7, label="front of final points")
+    ax.set_ylim(low - 0.5, top)
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("MACs kept (% of parent)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    for family, color in FAMILY_COLORS.items():
+        if family != "error":
+            ax.scatter([], [], color=color, label=family)
+    ax.scatter([], [], facecolors="none", edgecolors="k", label="before fine-tune")
+    ax.scatter([], [], color="k", marker="s", label="Frobenius fit (no fine-tune)")
+    ax.set_title(f"{compare['model']}: accuracy vs MACs ({compare['mode']} mode)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_latency(compare: dict, path: Path) -> Optional[Path]:
+    plt = _plt()
+    panels = (("tf_b1", "speedup_vs_control_tf_b1", "TF tf.function, batch 1"),
+              ("tf_b64", "speedup_vs_control_tf_b64", "TF tf.function, batch 64"),
+              ("tflite_b1", "speedup_tflite_b1", "TFLite interpreter, batch 1"))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
+    markers = "osD^v<>"
+    any_point = False
+    top = 2.0
+    for ax, (_, key, title) in zip(axes, panels):
+        for i, (model, data) in enumerate(compare.items()):
+            xs, ys = [], []
+            for row in data["rows"]:
+                ratio, speed = _lat(row, "macs_ratio"), _lat(row, key)
+                if ratio and speed:
+                    xs.append(ratio)
+                    ys.append(speed)
+            if xs:
+                any_point = True
+                top = max(top, max(xs) * 1.1, max(ys) * 1.1)
+                ax.scatter(xs, ys, marker=markers[i % len(markers)], label=model, alpha=0.8)
+        ax.plot([0.9, top], [0.9, top], color="k", lw=0.8, label="speedup = MACs ratio")
+        ax.plot([0.9, top], [0.72, 0.8 * top], color="k", lw=0.8, ls="--", label="0.8 × MACs ratio")
+        ax.axhline(1.0, color="r", lw=0.8, ls=":", label="parent speed")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("MACs ratio (parent / child), log")
+        ax.set_ylabel("measured speedup, log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    if not any_point:
+        plt.close(fig)
+        return None
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_depth(depth: dict, path: Path) -> Optional[Path]:
+    rows = [r for r in depth["rows"] if r.get("phases_s")]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    xs = [r["eligible_layers"] for r in rows]
+    bottom = [0.0] * len(rows)
+    for phase in ("calibration", "candidates", "allocation", "refit"):
+        ys = [r["phases_s"].get(phase, 0.0) for r in rows]
+        ax.bar([str(x) for x in xs], ys, bottom=bottom, label=phase)
+        bottom = [b + y for b, y in zip(bottom, ys)]
+    ax.plot([str(x) for x in xs], [r["search_wall_s"] for r in rows], "k.-", label="search wall time")
+    ax.set_xlabel("eligible layers (ResNet-style, 1… blocks per stage)")
+    ax.set_ylabel("seconds")
+    ax.set_title(f"search time vs depth ({depth['mode']} mode)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- goals --------------------------------------------------------------------------------------
+
+
+def _top_types(cost_by_type: dict, key: str, n: int = 2) -> str:
+    total = sum(v[key] for v in cost_by_type.values()) or 1
+    ranked = sorted(cost_by_type.items(), key=lambda kv: -kv[1][key])[:n]
+    return ", ".join(f"{name} {100 * v[key] / total:.0f} %" for name, v in ranked)
+
+
+def goals(results: dict) -> list[dict]:
+    compare, out = results["compare"], []
+    # 1. compression at the gate
+    lr = {m: _row(c, "lrflow") for m, c in compare.items()}
+    lr = {m: r for m, r in lr.items() if r and r["status"] == "ok"}
+    if lr:
+        params = [100 * (1 - r["params_kept"]) for r in lr.values()]
+        macs = [100 * (1 - r["macs_kept"]) for r in lr.values()]
+        gates = all(r["gate_passed"] for r in lr.values())
+        avg_p, avg_m = sum(params) / len(params), sum(macs) / len(macs)
+        where = "; ".join(f"{m}: params −{100 * (1 - r['params_kept']):.0f} %, MACs −{100 * (1 - r['macs_kept']):.0f} %, "
+                          f"drop {_f(r['test_drop'], '{:+.2f}')} pt, remaining MACs in {_top_types(r['cost_by_type'], 'macs')}"
+                          for m, r in lr.items())
+        best = []
+        for m, c in compare.items():
+            passing = [r for r in c["rows"] if r["status"] == "ok" and r["gate_passed"] and r["macs_kept"] is not None]
+            if passing:
+                b = min(passing, key=lambda r: r["macs_kept"])
+                best.append(f"{m}: {b['variant']} (params −{100 * (1 - b['params_kept']):.0f} %, MACs −{100 * (1 - b['macs_kept']):.0f} %)")
+        out.append({"goal": "params −90 % avg at ≤ 1.0 point test drop (lrflow default)", "value": f"−{avg_p:.1f} %",
+                    "met": avg_p >= GOALS["params_reduction_avg"] and gates, "why": where})
+        out.append({"goal": "MACs −70 % avg at ≤ 1.0 point test drop (lrflow default)", "value": f"−{avg_m:.1f} %",
+                    "met": avg_m >= GOALS["macs_reduction_avg"] and gates,
+                    "why": "most MACs removed by a gate-passing variant: " + "; ".join(best)})
+    # 2. Σ without fine-tune
+    sig_rows, cmp_rows = [], []
+    for m, c in compare.items():
+        s, f = _row(c, "sigma@macs50"), _row(c, "frobenius@macs50")
+        if s and s["status"] == "ok":
+            sig_rows.append((m, s))
+            if f and f["status"] == "ok":
+                cmp_rows.append((m, s, f))
+    if sig_rows:
+        worst = max(sig_rows, key=lambda t: t[1]["test_drop_no_ft"])
+        details = "; ".join(f"{m}: {s['test_drop_no_ft']:+.2f} pt at MACs kept {100 * s['macs_kept']:.0f} % "
+                            f"(worst layer Σ-error {_worst_layer(s)})" for m, s in sig_rows)
+        out.append({"goal": "Σ-aware, no fine-tune: ≤ 2 points drop at −50 % MACs", "value": f"worst {worst[1]['test_drop_no_ft']:+.2f} pt ({worst[0]})",
+                    "met": all(s["test_drop_no_ft"] <= GOALS["sigma_drop_at_macs50"] for _, s in sig_rows), "why": details})
+    if cmp_rows:
+        gains = [(m, f["test_drop_no_ft"] - s["test_drop_no_ft"]) for m, s, f in cmp_rows]
+        out.append({"goal": "Σ ≥ 1 point better than Frobenius at equal ranks (no fine-tune, MACs ≤ 50 %)",
+                    "value": ", ".join(f"{m} {g:+.2f} pt" for m, g in gains),
+                    "met": all(g >= GOALS["sigma_vs_frobenius_points"] for _, g in gains), "why": ""})
+    # 3. latency
+    lat_rows = [(m, r) for m, c in compare.items() for r in c["rows"]
+                if r["status"] == "ok" and r.get("latency") and (r["macs_kept"] or 1) < 0.999]
+    if lat_rows:
+        for key, label in (("speedup_over_macs_ratio_tf_b1", "TF batch 1"), ("speedup_over_macs_ratio_tf_b64", "TF batch 64"),
+                           ("speedup_over_macs_ratio_tflite_b1", "TFLite batch 1")):
+            vals = [(m, r["variant"], r["latency"][key]) for m, r in lat_rows if r["latency"].get(key) is not None]
+            if not vals:
+                continue
+            ok = sum(v >= GOALS["speedup_over_macs_ratio"] for _, _, v in vals)
+            med = sorted(v for _, _, v in vals)[len(vals) // 2]
+            out.append({"goal": f"speedup ≥ 0.8 × MACs ratio ({label})", "value": f"{ok}/{len(vals)} compressed children; median ratio {med:.2f}",
+                        "met": ok == len(vals), "why": _block_blame(compare)})
+        for key, label in (("speedup_tf_b1", "TF batch 1"), ("speedup_tf_b64", "TF batch 64"), ("speedup_tflite_b1", "TFLite batch 1")):
+            vals = [(m, r["variant"], r["latency"][key]) for m, r in lat_rows if r["latency"].get(key) is not None]
+            if not vals:
+                continue
+            slower = [(m, v, s) for m, v, s in vals if s < 1.0]
+            out.append({"goal": f"no compressed model slower than its parent ({label})",
+                        "value": f"{len(slower)}/{len(vals)} slower" + (f"; slowest {min(slower, key=lambda t: t[2])[1]} on {min(slower, key=lambda t: t[2])[0]} ×{min(s for *_, s in slower):.2f}" if slower else ""),
+                        "met": not slower, "why": _noise(compare, key)})
+    # 4. search time
+    if lr:
+        vals = {m: r["search_over_epoch"] for m, r in lr.items() if r["search_over_epoch"] is not None}
+        why = "; ".join(f"{m}: {_phase_blame(r)}" for m, r in lr.items())
+        full_train = 54000
+        scaled = {m: r["search_wall_s"] / (compare[m]["finetune_epoch_s"] * full_train / compare[m]["data"]["train"])
+                  for m, r in lr.items() if compare[m]["data"]["train"] < full_train and compare[m].get("finetune_epoch_s")
+                  and r["search_wall_s"] is not None}
+        if scaled:
+            why = (why + "; against a full-data epoch (this epoch × 54 000 / training images, rough): "
+                   + ", ".join(f"{m} {v:.2f}×" for m, v in scaled.items()))
+        if vals:
+            out.append({"goal": "search (calibration + selection) ≤ one fine-tune epoch (lrflow default)",
+                        "value": ", ".join(f"{m} {v:.1f}×" for m, v in vals.items()),
+                        "met": all(v <= GOALS["search_over_epoch"] for v in vals.values()), "why": why + _profile_blame(compare)})
+    # 5. ResNet-50
+    scale = results.get("scale")
+    if scale:
+        for run in scale["runs"]:
+            wall = run.get("search_wall_s")
+            rss = run.get("peak_rss_mb")
+            capped = run.get("status") in ("capped", "failed")
+            progress = run.get("progress") or {}
+            value = (f"capped at {scale['cap_s']:.0f} s in phase {progress.get('phase')} "
+                     f"({progress.get('done')}/{progress.get('total')})" if capped else f"{_f(wall, '{:.0f}')} s")
+            out.append({"goal": f"ResNet-50 search ≤ 10 min ({run['config']})", "value": value,
+                        "met": (not capped) and wall is not None and wall <= GOALS["resnet50_search_s"],
+                        "why": _scale_blame(run)})
+            out.append({"goal": f"ResNet-50 peak RSS ≤ 8 GB ({run['config']})",
+                        "value": f"{_f(None if rss is None else rss / 1024, '{:.2f}')} GB" + (" (until the cap)" if capped else ""),
+                        "met": rss is not None and rss / 1024 <= GOALS["resnet50_peak_rss_gb"] and not capped if capped else (rss is not None and rss / 1024 <= GOALS["resnet50_peak_rss_gb"]),
+                        "why": ""})
+    return out
+
+
+def _worst_layer(row) -> str:
+    layers = [r for r in row.get("layers") or [] if r.get("sigma_error") is not None]
+    if not layers:
+        return "—"
+    worst = max(layers, key=lambda r: r["sigma_error"])
+    return f"{worst['layer']} {worst['method']}{worst['rank']} {worst['sigma_error']:.3f}"
+
+
+def _phase_blame(row) -> str:
+    phases = row.get("search_phases_s") or {}
+    total = sum(phases.values()) or 1
+    ranked = sorted(phases.items(), key=lambda kv: -kv[1])[:2]
+    wall = row.get("search_wall_s") or 0
+    return f"search {wall:.0f} s: " + ", ".join(f"{k} {v:.0f} s ({100 * v / total:.0f} %)" for k, v in ranked)
+
+
+def _profile_blame(compare) -> str:
+    parts = []
+    for m, c in compare.items():
+        prof = (c.get("extras") or {}).get("lrflow", {}).get("profile")
+        if prof:
+            top = prof["top_tottime"][:2]
+            parts.append(f"{m}: " + ", ".join(f"`{p['function']}` {p['tottime']:.0f} s" for p in top))
+    return (". Self time (cProfile of the default search): " + "; ".join(parts)) if parts else ""
+
+
+def _block_blame(compare) -> str:
+    blocks = [b for c in compare.values() for b in (c.get("timing") or {}).get("blocks", [])]
+    if not blocks:
+        return ""
+    by_type: dict = {}
+    for b in blocks:
+        key = f"{b['type']} → {b['method']}"
+        slot = by_type.setdefault(key, [])
+        macs_ratio = b["macs_before"] / b["macs_after"] if b.get("macs_after") else None
+        slot.append((1.0 / b["chain_over_dense"], macs_ratio))
+    parts = []
+    for key, vals in sorted(by_type.items()):
+        speed = sorted(v[0] for v in vals)[len(vals) // 2]
+        ratio = sorted(v[1] for v in vals if v[1])[len(vals) // 2] if any(v[1] for v in vals) else None
+        parts.append(f"{key}: block speedup {speed:.2f}× for MACs ratio {_f(ratio, '{:.1f}')}× (median of {len(vals)})")
+    return "per-layer blocks, batch 1 (lrflow children): " + "; ".join(parts)
+
+
+def _noise(compare, key) -> str:
+    parts = []
+    for m, c in compare.items():
+        tf_t = (c.get("timing") or {}).get("tf", {})
+        batch = "64" if key.endswith("64") else "1"
+        p, k = tf_t.get(batch, {}).get("parent"), tf_t.get(batch, {}).get("control")
+        if p and k:
+            parts.append(f"{m} control/parent {k['median_s'] / p['median_s']:.2f}")
+    return ("timing noise (same-structure control vs parent, ideally 1.00): " + ", ".join(parts)) if parts else ""
+
+
+def _scale_blame(run) -> str:
+    phases = run.get("phases_s") or {}
+    if phases:
+        ranked = sorted(phases.items(), key=lambda kv: -kv[1])[:2]
+        return ", ".join(f"{k} {v:.0f} s" for k, v in ranked)
+    progress = run.get("progress") or {}
+    steps = progress.get("phases") or {}
+    return "; ".join(f"{k}: {v.get('done')}/{v.get('total')} after {v.get('at_s', 0) - v.get('started_s', 0):.0f} s"
+                     for k, v in steps.items())
+
+
+# -- markdown -----------------------------------------------------------------------------------
+
+
+def render(results: dict, out: Path, *, results_dir: Path) -> str:
+    out = Path(out)
+    compare = results["compare"]
+    any_data = next(iter(compare.values()), None) or results.get("depth") or results.get("scale") or results.get("zoo")
+    mode = (any_data or {}).get("mode", "?")
+    figures = out.parent / ("figures" if mode == "full" else f"figures-{mode}")
+    machine = (any_data or {}).get("machine", {})
+    lines = [f"# lrflow benchmark report ({mode} mode)", ""]
+    lines += [f"Generated by `python -m bench.report --results {_rel(results_dir)}` from the JSON result files alone; "
+              f"re-run `make bench` (full) or `make bench-quick` to refresh it.", ""]
+    if mode != "full":
+        lines += ["> **Quick mode**: small training subsets, under-trained parents, coarse search grids, Conv2D methods svd and tucker2 only, "
+                  "few repetitions. These numbers check that everything runs; they are not the benchmark's verdict. "
+                  "The full mode (`make bench`) trains every parent to convergence on all 54 000 training images.", ""]
+    if machine:
+        pk = machine.get("packages", {})
+        lines += [f"Machine: {machine.get('cpu')} ({machine.get('cpu_count')} cores, {machine.get('memory_gb')} GB), "
+                  f"{machine.get('platform')}; Python {machine.get('python')}, TensorFlow {pk.get('tensorflow')}, "
+                  f"Keras {pk.get('keras')}, NumPy {pk.get('numpy')}, lrflow {pk.get('lrflow')} at {machine.get('git_commit')}. "
+                  f"Load average when the runs started: {machine.get('load_average_at_start')} (the machine is shared; "
+                  f"timings include that contention). Latency measured with {machine.get('threads')} intra-op thread(s).", ""]
+
+    goal_rows = goals(results)
+    lines += ["## Goals", "", _table(["goal", "measured", "status", "where it goes / responsible"],
+                                     [[g["goal"], g["value"], _met(g["met"]), g["why"] or ""] for g in goal_rows]), ""]
+
+    zoo = results.get("zoo")
+    if zoo or compare:
+        lines += ["## The zoo", ""]
+        rows = []
+        for name, c in compare.items():
+            p, e = c["parent"], c.get("parent_extra_epochs") or {}
+            rows.append([name, f"{p['params']:,}", f"{p['macs']:,}", p.get("epochs"), "yes" if p.get("stopped_early") else "no (cap)",
+                         _f(p.get("seconds_per_epoch"), "{:.0f} s"), _pct(p["val_accuracy"]), _pct(p["test_accuracy"]),
+                         f"{_pct(e.get('test_accuracy'))} ({_f(e.get('test_gain_points'), '{:+.2f}')} pt)",
+                         _f(c.get("finetune_epoch_s"), "{:.1f} s"), f"{c['data']['train']}/{c['data']['val']}/{c['data']['test']}"])
+        lines += [_table(["model", "params", "MACs/image", "epochs", "early-stopped", "s/epoch", "val acc", "test acc",
+                          "parent + same extra epochs (control)", "one fine-tune epoch", "train/val/test"], rows), ""]
+        lines += ["The control column fine-tunes the parent itself with the children's fine-tune settings: a gain there "
+                  "means the parent was not converged and a child's post-fine-tune accuracy flatters the method.", ""]
+
+    for name, c in compare.items():
+        lines += [f"## {name}", ""]
+        if c.get("partial"):
+            lines += [f"> **Partial**: this model's run is still in progress ({len(c['rows'])} variant rows so far, "
+                      f"latency not measured yet).", ""]
+        p = c["parent"]
+        lines += [f"Parent: {p['params']:,} params, {p['macs']:,} MACs/image, test {100 * p['test_accuracy']:.2f} %. "
+                  f"Gate: test drop ≤ {c['gate_points']} point after the variant's last step. "
+                  f"\"drop FT vs control\" compares a fine-tuned child with the parent fine-tuned the same way. "
+                  f"Latency speedups are against the same-structure control (TF) or the parent (TFLite).", ""]
+        rows = []
+        control_acc = (c.get("parent_extra_epochs") or {}).get("test_accuracy")
+        for r in c["rows"]:
+            lat = r.get("latency") or {}
+            vs_control = (100 * (control_acc - r["test_accuracy"]) if r["finetuned"] and control_acc is not None
+                          and r["test_accuracy"] is not None else None)
+            rows.append([
+                r["variant"], r["status"] if r["status"] != "ok" else "", _pct(r["params_kept"]), _pct(r["macs_kept"]),
+                _f(r["test_drop_no_ft"], "{:+.2f}"), _f(r["test_drop"], "{:+.2f}") if r["finetuned"] else "—",
+                _f(vs_control, "{:+.2f}"),
+                "pass" if r["gate_passed"] else ("fail" if r["gate_passed"] is not None else "—"),
+                _f(lat.get("speedup_vs_control_tf_b1"), "{:.2f}×"), _f(lat.get("speedup_vs_control_tf_b64"), "{:.2f}×"),
+                _f(lat.get("speedup_tflite_b1"), "{:.2f}×"), _f(lat.get("macs_ratio"), "{:.2f}×"),
+                _f(lat.get("speedup_over_macs_ratio_tf_b64"), "{:.2f}"),
+                _f(r["search_wall_s"], "{:.0f} s"), _f(r["search_over_epoch"], "{:.1f}"),
+                f"{_f(r['peak_rss_mb'], '{:.0f}')} (+{_f(r['peak_rss_delta_mb'], '{:.0f}')})",
+                ", ".join(r["methods"] or []),
+            ])
+        lines += [_table(["variant", "status", "params kept", "MACs kept", "drop no-FT (pt)", "drop FT (pt)",
+                          "drop FT vs control (pt)", "gate",
+                          "TF b1", "TF b64", "TFLite b1", "MACs ratio", "speedup÷MACs ratio (b64)", "search",
+                          "search ÷ FT epoch", "peak RSS MB (+ over start)", "methods"], rows), ""]
+        errors = [r for r in c["rows"] if r["status"] != "ok"]
+        for r in errors:
+            lines += [f"- `{r['variant']}` {r['status']}: {(r['error'] or '').splitlines()[0][:300]}"]
+        if errors:
+            lines += [""]
+        lr = _row(c, "lrflow")
+        if lr and lr.get("layers"):
+            lines += ["lrflow default, per layer:", ""]
+            lines += [_table(["layer", "status", "method", "rank", "params before→after", "MACs before→after", "Σ-error", "CKA"],
+                             [[x["layer"], x["status"], x.get("method") or "", x.get("rank") or "",
+                               f"{x.get('params_before')}→{x.get('params_after')}", f"{x.get('macs_before')}→{x.get('macs_after')}",
+                               _f(x.get("sigma_error"), "{:.3f}"), _f(x.get("similarity"), "{:.3f}")] for x in lr["layers"]]), ""]
+        if lr and lr.get("search_phases_s"):
+            lines += ["Search phases of the default (s): " + ", ".join(f"{k} {v:.1f}" for k, v in lr["search_phases_s"].items())
+                      + f"; wall {lr['search_wall_s']:.1f} s.", ""]
+        png = plot_pareto(c, figures / f"pareto_{name}.png")
+        lines += [f"![{name} Pareto]({_relative(png, out.parent)})", ""]
+
+    if compare:
+        png = plot_latency(compare, figures / "latency.png")
+        lines += ["## Latency", ""]
+        lines += ["All models of one parent were timed in one process, interleaved round-robin after warm-up "
+                  "(`bench/timing.py`): TF `tf.function` forward and the TFLite interpreter, median of many calls. "
+                  "`control` is the parent rebuilt through lrflow's rebuild path with nothing factorized.", ""]
+        rows = []
+        for name, c in compare.items():
+            t = c.get("timing") or {}
+            for batch in ("1", "64"):
+                table = t.get("tf", {}).get(batch, {})
+                lite = t.get("tflite", {}).get(batch, {})
+                for key in ("parent", "control", "lrflow"):
+                    if key in table:
+                        e = table[key]
+                        rows.append([name, batch, key, f"{1e3 * e['median_s']:.3f}", f"{1e3 * e['p10_s']:.3f}–{1e3 * e['p90_s']:.3f}",
+                                     e["repeats"], _f(1e3 * lite[key]["median_s"] if isinstance(lite.get(key), dict) and "median_s" in lite[key] else None, "{:.3f}")])
+        if rows:
+            lines += [_table(["zoo model", "batch", "timed", "TF median ms", "TF p10–p90 ms", "reps", "TFLite median ms"], rows), ""]
+        if png:
+            lines += [f"![latency]({_relative(png, out.parent)})", ""]
+        blocks = [b for c in compare.values() for b in (c.get("timing") or {}).get("blocks", [])]
+        if blocks:
+            lines += ["Per-layer blocks (batch 1, each layer's dense op vs its factor chain, lrflow children):", ""]
+            lines += [_table(["variant", "layer", "type", "method", "rank", "dense µs", "chain µs", "chain/dense", "MACs ratio"],
+                             [[b["variant"], b["layer"], b["type"], b["method"], b["rank"], f"{1e6 * b['dense_s']:.0f}",
+                               f"{1e6 * b['chain_s']:.0f}", f"{b['chain_over_dense']:.2f}",
+                               _f(b["macs_before"] / b["macs_after"] if b.get("macs_after") else None, "{:.1f}")] for b in blocks]), ""]
+
+    profiles = [(m, (c.get("extras") or {}).get("lrflow", {}).get("profile")) for m, c in compare.items()]
+    profiles = [(m, p) for m, p in profiles if p]
+    if profiles:
+        lines += ["## Where the search time goes (cProfile of the default search)", ""]
+        for m, prof in profiles:
+            lines += [f"{m} (profiled wall {prof['seconds']:.0f} s):", ""]
+            lines += [_table(["function", "calls", "self s", "cumulative s"],
+                             [[f"`{p['function']}`", p["ncalls"], f"{p['tottime']:.1f}", f"{p['cumtime']:.1f}"]
+                              for p in prof["top_tottime"][:8]]), ""]
+
+    depth = results.get("depth")
+    if depth:
+        lines += ["## Search time against depth", "",
+                  f"ResNet-style model with 1… basic blocks per stage, random weights, cost target MACs ≤ 50 %, "
+                  f"grid {depth['settings']['grid_points']} points, {depth['settings']['calibration']} calibration images, "
+                  f"Conv2D methods {depth['settings']['conv_methods'] or 'all'}.", ""]
+        lines += [_table(["blocks/stage", "eligible layers", "MACs", "calibration s", "candidates s", "allocation s", "refit s",
+                          "wall s", "s / layer", "peak RSS MB"],
+                         [[r["blocks_per_stage"], r["eligible_layers"], f"{r['macs']:,}",
+                           *(_f((r["phases_s"] or {}).get(k), "{:.1f}") for k in ("calibration", "candidates", "allocation", "refit")),
+                           f"{r['search_wall_s']:.1f}", f"{r['search_wall_s'] / r['eligible_layers']:.2f}", _f(r.get("peak_rss_mb"), "{:.0f}")]
+                          for r in depth["rows"]]), ""]
+        png = plot_depth(depth, figures / "depth.png")
+        if png:
+            lines += [f"![depth]({_relative(png, out.parent)})", ""]
+
+    scale = results.get("scale")
+    if scale:
+        lines += ["## ResNet-50 at 224×224", "",
+                  f"`keras.applications.ResNet50(weights=None)`, 10 classes, calibration on Fashion-MNIST images upscaled "
+                  f"to 224×224×3, cost target only; each configuration in its own process, capped at {scale['cap_s']:.0f} s.", ""]
+        lines += [_table(["config", "status", "eligible layers", "calibration images", "grid", "calibration s", "candidates s",
+                          "allocation s", "refit s", "search wall s", "peak RSS MB", "MACs kept"],
+                         [[r["config"], r["status"], r.get("eligible_layers", "—"), r.get("calibration_images", "—"),
+                           r.get("grid_points", "—"),
+                           *(_f((r.get("phases_s") or {}).get(k), "{:.0f}") for k in ("calibration", "candidates", "allocation", "refit")),
+                           _f(r.get("search_wall_s"), "{:.0f}"), _f(r.get("peak_rss_mb"), "{:.0f}"), _pct(r.get("macs_kept"))]
+                          for r in scale["runs"]]), ""]
+        for r in scale["runs"]:
+            if r.get("status") in ("capped", "failed"):
+                lines += [f"- `{r['config']}` {r['status']}: progress {_scale_blame(r)}"]
+        lines += [""]
+    text = "\n".join(lines).rstrip() + "\n"
+    out.write_text(text)
+    return text
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(base).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(BENCH.parent))
+    except ValueError:
+        return str(path)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--out", type=Path, default=BENCH / "REPORT.md")
+    args = parser.parse_args(argv)
+    render(load_results(args.results), args.out, results_dir=args.results)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
