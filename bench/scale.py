@@ -151,6 +151,7 @@ def resnet50_search(mode_name: str, config_name: str, progress_path=None) -> dic
 def run_resnet50(mode, out_dir: Path) -> dict:
     """Every ResNet-50 config of ``mode.scale`` in a child process, capped; writes ``scale_resnet50.json``."""
     spec = mode.scale
+    out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     for config_name in spec.configs:
         out = out_dir / f".resnet50-{config_name}.json"
