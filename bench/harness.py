@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -44,7 +44,7 @@ from bench.common import (
     max_rss_bytes, write_result,
 )
 
-__all__ = ["Mode", "MODES", "ROW_FIELDS", "VARIANTS", "run_model", "run_zoo", "cost_by_type"]
+__all__ = ["Mode", "MODES", "ROW_FIELDS", "LATENCY_FIELDS", "ALL_VARIANTS", "run_model", "run_zoo", "cost_by_type"]
 
 #: The gate of every variant: test top-1 drop in points after the variant's last step.
 GATE_POINTS = 1.0
@@ -117,11 +117,11 @@ class Mode:
         return RESULTS_DIR if self.name == "full" else RESULTS_DIR / self.name
 
 
+#: In run order: the headline comparisons first, so a long run killed midway has them.
 ALL_VARIANTS = (
-    "lrflow", "lrflow_target", "lrflow_sequential",
-    "uniform_conv_svd", "uniform_conv_tucker2", "uniform_conv_cp", "uniform_conv_spatial",
+    "lrflow", "objective", "lrflow_target", "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
+    "uniform_conv_svd", "uniform_conv_tucker2", "uniform_conv_spatial", "uniform_conv_cp",
     "uniform_dense_tt", "uniform_dense_tucker",
-    "objective", "energy95_svd", "vbmf_tucker2", "dprp",
 )
 
 MODES = {
@@ -134,7 +134,7 @@ MODES = {
         variants=("lrflow", "objective", "energy95_svd", "vbmf_tucker2", "dprp"),
         skip=tuple(f"{m}:{v}" for m in ("fashion_resnet", "fashion_mobilenetv2") for v in ("energy95_svd", "vbmf_tucker2",
                                                                                          "dprp")),
-        train_examples=3000, test_examples=2000, calibration=128, similarity_examples=128, grid_points=4,
+        train_examples=3000, test_examples=2000, calibration=128, similarity_examples=128, grid_points=5,
         search_iterations=3, conv_methods=("svd", "tucker2"), finetune_epochs=1, objective_macs=(0.5,),
         dprp_epochs=2, repeats={"1": 50, "64": 8}, tflite="lrflow", blocks="lrflow", depth_blocks=(1, 2),
         depth_grid_points=3, depth_conv_methods=("svd",), depth_train_epochs=1,
@@ -198,8 +198,6 @@ def _compress_variants(mode: Mode) -> dict:
                                           _base_config(mode, methods={"conv2d": ("svd",), "dense": (m,)}))
     return variants
 
-
-VARIANTS = ALL_VARIANTS
 
 
 def _empty_row(variant: str, family: str, description: str) -> dict:
@@ -274,7 +272,7 @@ def _profiled(fn, *args):
     return result, {"seconds": time.perf_counter() - started, "top_tottime": top_self, "top_lrf_core_cumtime": top_lrf}
 
 
-def run_compress_variant(name, family, description, config, parent, parent_acc, data, splits, *, profile=False):
+def run_compress_variant(name, family, description, config, parent, data, splits, *, profile=False):
     """search → rebuild (accuracy without fine-tune) → finish (fine-tune, final accuracy).
 
     ``profile``: run the search under cProfile (a few % slower; the report names the hot spots).
@@ -568,8 +566,8 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
         try:
             if variant in compress_variants:
                 family, description, config = compress_variants[variant]
-                row, child, extra_info = run_compress_variant(variant, family, description, config, parent, parent_acc,
-                                                              data, splits, profile=variant == "lrflow")
+                row, child, extra_info = run_compress_variant(variant, family, description, config, parent, data, splits,
+                                                              profile=variant == "lrflow")
                 new_rows, new_children = [row], ({variant: child} if child is not None else {})
                 if extra_info:
                     extras[variant] = extra_info
@@ -615,22 +613,26 @@ def _pts(value) -> str:
 
 def run_zoo(mode: Mode, *, models: Optional[tuple[str, ...]] = None, variants=None, out_dir: Optional[Path] = None,
             zoo_dir: Path = ZOO_DIR, retrain: bool = False) -> list[dict]:
-    """Train (or reuse) every parent of ``mode``, write ``zoo.json``, run :func:`run_model` on each."""
+    """Train (or reuse) each parent of ``mode``, update ``zoo.json``, run :func:`run_model` on it."""
     from bench.zoo import load_or_train
 
     out_dir = Path(out_dir or mode.results_dir)
     models = models or mode.models
     splits = load_splits(mode.data_uri, train_examples=mode.train_examples, test_examples=mode.test_examples)
     log(f"data {splits.uri}: train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}")
-    parents = {}
-    for name in models:
-        parents[name] = load_or_train(name, splits, mode=mode.name, directory=zoo_dir, force=retrain)
-    write_result(out_dir / "zoo.json", {"experiment": "zoo", "mode": mode.name, "machine": machine_info(mode.threads),
-                                        "models": {k: v[1] for k, v in parents.items()}})
-    results = []
-    for name, (parent, record) in parents.items():
-        results.append(run_model(mode, name, parent, record, splits, out_dir=out_dir,
+    records, results = {}, []
+    previous = out_dir / "zoo.json"
+    if previous.exists():  # a run over some of the models keeps the others' records
+        stored = json.loads(previous.read_text())
+        records = {k: v for k, v in stored.get("models", {}).items() if stored.get("mode") == mode.name}
+    for name in models:  # train, then run, one parent at a time: the first results come early
+        parent, records[name] = load_or_train(name, splits, mode=mode.name, directory=zoo_dir, force=retrain)
+        write_result(out_dir / "zoo.json", {"experiment": "zoo", "mode": mode.name, "machine": machine_info(mode.threads),
+                                            "models": records})
+        results.append(run_model(mode, name, parent, records[name], splits, out_dir=out_dir,
                                  workdir=zoo_dir / "children" / mode.name, variants=variants))
+        del parent
+        gc.collect()
     return results
 
 

@@ -330,6 +330,33 @@ def goals(results: dict) -> list[dict]:
     return out
 
 
+def observations(results: dict) -> list[str]:
+    """Caveats that follow from the data (not opinions): unconverged parents, no-op variants, timing noise."""
+    notes = ["The accuracy budget of the lrflow default (`max_drop=1.0`) is enforced **before** the fine-tune, on the "
+             "paired 95 % upper bound of the drop over validation + 2 048 training images; the gate here is the test "
+             "drop **after** the fine-tune. The budget is therefore conservative by design: the `lrflow_target` row "
+             "(when run) shows what the goal's cost targets cost in accuracy after the fine-tune.",
+             "Params and MACs are lrflow's cost model (`lrf_core.graph.model_cost`; MACs per image, FLOPs ≈ 2 × MACs); "
+             "peak RSS is the whole benchmark process sampled every 20 ms (\"+\" is the rise during the variant)."]
+    for name, c in results["compare"].items():
+        gain = (c.get("parent_extra_epochs") or {}).get("test_gain_points")
+        if gain is not None and gain > 0.5:
+            notes.append(f"{name}: the parent gains {gain:+.2f} points from the fine-tune epochs alone, so it was not "
+                         f"converged; compare fine-tuned children with the control column, not with the parent.")
+        idle = [r["variant"] for r in c["rows"] if r["status"] == "ok" and r["params_kept"] is not None
+                and r["params_kept"] >= 0.9999 and r["macs_kept"] >= 0.9999]
+        if idle:
+            notes.append(f"{name}: {', '.join(idle)} kept every layer dense (no candidate met its rule or budget); "
+                         f"their accuracy change is the fine-tune alone.")
+        tf_t = (c.get("timing") or {}).get("tf", {})
+        for batch in ("1", "64"):
+            p, k = tf_t.get(batch, {}).get("parent"), tf_t.get(batch, {}).get("control")
+            if p and k and abs(k["median_s"] / p["median_s"] - 1) > 0.03:
+                notes.append(f"{name}: at batch {batch} the same-structure control times {k['median_s'] / p['median_s']:.2f}× "
+                             f"the parent: differences of that size are timing noise on this shared machine.")
+    return notes
+
+
 def _worst_layer(row) -> str:
     layers = [r for r in row.get("layers") or [] if r.get("sigma_error") is not None]
     if not layers:
@@ -424,6 +451,10 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
     goal_rows = goals(results)
     lines += ["## Goals", "", _table(["goal", "measured", "status", "where it goes / responsible"],
                                      [[g["goal"], g["value"], _met(g["met"]), g["why"] or ""] for g in goal_rows]), ""]
+
+    notes = observations(results)
+    if notes:
+        lines += ["## Notes for reading the numbers", ""] + [f"- {n}" for n in notes] + [""]
 
     zoo = results.get("zoo")
     if zoo or compare:
