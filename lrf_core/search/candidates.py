@@ -28,7 +28,8 @@ from lrf_core.decompose.registry import get_method
 from lrf_core.factorize import FittedLayer, Objective, fit_layer
 from lrf_core.similarity import SimilarityMetric, feature_similarity
 
-__all__ = ["Candidate", "rank_grid", "layer_candidates", "pareto_front", "feature_map_tail", "score_similarity"]
+__all__ = ["Candidate", "rank_grid", "fit_candidates", "drop_slower_than_dense", "front_of", "layer_candidates",
+           "pareto_front", "feature_map_tail", "score_similarity"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,65 @@ def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
     return unique
 
 
+def fit_candidates(
+    layer: str,
+    kernel: np.ndarray,
+    bias: Optional[np.ndarray],
+    geometry: LayerGeometry,
+    method_ids: Sequence[str],
+    *,
+    stats: Optional[InputStatistics],
+    objective: Objective = "sigma",
+    grid_points: int = 16,
+    seed: int = 0,
+    n_iter_max: int = 100,
+) -> tuple[list[Candidate], dict]:
+    """Steps 1–3 without latency: every saving method × rank of one layer, fitted and proxy-scored.
+
+    NumPy only (no Keras), so it can run in another process (:mod:`lrf_core.search.jobs`).
+    Returns ``(candidates, counts)``; counts has the number generated, dropped for cost and fitted.
+    """
+    counts = {"generated": 0, "dropped_cost": 0, "dropped_latency": 0, "fitted": 0}
+    dense = geometry.dense_cost()
+    fitted_all: list[Candidate] = []
+    for method_id in method_ids:
+        method = get_method(geometry.kind, method_id)
+        if method.not_applicable(geometry):
+            continue
+        for rank in rank_grid(method, geometry, grid_points):
+            counts["generated"] += 1
+            cost = method.cost(geometry, rank)
+            if cost.params >= dense.params or cost.macs >= dense.macs:
+                counts["dropped_cost"] += 1
+                continue
+            fitted = fit_layer(layer, kernel, bias, geometry, method, rank, stats=stats, objective=objective,
+                               seed=seed, n_iter_max=n_iter_max)
+            counts["fitted"] += 1
+            fitted_all.append(Candidate(fitted))
+    return fitted_all, counts
+
+
+def drop_slower_than_dense(
+    candidates: Sequence[Candidate],
+    geometry: LayerGeometry,
+    latency_fn: LatencyFn,
+    dense_latency_s: Optional[float],
+    counts: dict,
+) -> tuple[list[Candidate], dict]:
+    """Step 3's latency rule: time each candidate's block; drop those slower than the dense layer.
+
+    Returns the kept candidates (with ``latency_s``) and ``counts`` with ``dropped_latency`` updated.
+    """
+    kept, dropped = [], 0
+    for c in candidates:
+        latency = float(latency_fn(c.fitted.specs, layer_input_shape(geometry)))
+        if dense_latency_s is not None and latency > dense_latency_s:
+            dropped += 1
+            continue
+        kept.append(c.with_scores(latency_s=latency))
+    return kept, {**counts, "dropped_latency": counts.get("dropped_latency", 0) + dropped}
+
+
 def layer_candidates(
     layer: str,
     kernel: np.ndarray,
@@ -145,41 +205,30 @@ def layer_candidates(
     latency_fn: Optional[LatencyFn] = None,
     dense_latency_s: Optional[float] = None,
     n_iter_max: int = 100,
-    on_candidate: Optional[Callable[[], None]] = None,
 ) -> tuple[list[Candidate], dict]:
     """Fit and proxy-score every saving candidate of one layer; return the Pareto front.
 
-    Returns ``(front, counts)`` where counts has the number generated, dropped for cost,
-    dropped for latency, fitted, and kept on the front (for the report).
+    :func:`fit_candidates`, then (with ``latency_fn``) :func:`drop_slower_than_dense`, then
+    :func:`pareto_front`. Returns ``(front, counts)`` where counts has the number generated,
+    dropped for cost, dropped for latency, fitted, and kept on the front (for the report).
     """
-    dense = geometry.dense_cost()
-    counts = {"generated": 0, "dropped_cost": 0, "dropped_latency": 0, "fitted": 0}
-    scored: list[Candidate] = []
-    for method_id in method_ids:
-        method = get_method(geometry.kind, method_id)
-        if method.not_applicable(geometry):
-            continue
-        for rank in rank_grid(method, geometry, grid_points):
-            counts["generated"] += 1
-            cost = method.cost(geometry, rank)
-            if cost.params >= dense.params or cost.macs >= dense.macs:
-                counts["dropped_cost"] += 1
-                continue
-            fitted = fit_layer(layer, kernel, bias, geometry, method, rank, stats=stats, objective=objective,
-                               seed=seed, n_iter_max=n_iter_max)
-            counts["fitted"] += 1
-            latency = None
-            if latency_fn is not None:
-                latency = float(latency_fn(fitted.specs, layer_input_shape(geometry)))
-                if dense_latency_s is not None and latency > dense_latency_s:
-                    counts["dropped_latency"] += 1
-                    continue
-            scored.append(Candidate(fitted, latency_s=latency))
-            if on_candidate is not None:
-                on_candidate()
-    front = pareto_front(scored)
-    counts["pareto"] = len(front)
-    return front, counts
+    scored, counts = fit_candidates(layer, kernel, bias, geometry, method_ids, stats=stats, objective=objective,
+                                    grid_points=grid_points, seed=seed, n_iter_max=n_iter_max)
+    return front_of(scored, counts, geometry, latency_fn, dense_latency_s)
+
+
+def front_of(
+    candidates: Sequence[Candidate],
+    counts: dict,
+    geometry: LayerGeometry,
+    latency_fn: Optional[LatencyFn],
+    dense_latency_s: Optional[float],
+) -> tuple[list[Candidate], dict]:
+    """The latency rule (when ``latency_fn`` is given), then the Pareto filter; counts gain ``pareto``."""
+    if latency_fn is not None:
+        candidates, counts = drop_slower_than_dense(candidates, geometry, latency_fn, dense_latency_s, counts)
+    front = pareto_front(candidates)
+    return front, {**counts, "pareto": len(front)}
 
 
 def layer_input_shape(geometry: LayerGeometry) -> tuple[int, ...]:

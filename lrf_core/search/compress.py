@@ -44,7 +44,10 @@ from lrf_core.search.allocate import (
     bisect_lambda, lambda_for_cost_targets, layerwise_allocator,
 )
 from lrf_core.search.candidates import (
-    Candidate, feature_map_tail, layer_candidates, layer_input_shape, reference_feature_map, score_similarity,
+    Candidate, feature_map_tail, front_of, layer_input_shape, reference_feature_map, score_similarity,
+)
+from lrf_core.search.jobs import (
+    BaselineJob, GridJob, Job, JobResult, LayerMap, LayerWeights, RefitJob, local_map, run_job,
 )
 from lrf_core.similarity import SIMILARITY_METRICS, SimilarityMetric
 
@@ -249,6 +252,7 @@ def compress(
     latency_fn: Optional[Callable] = None,
     model_latency_fn: Optional[Callable[[Sequence[keras.Model]], Sequence[float]]] = None,
     progress: Optional[Progress] = None,
+    layer_map: LayerMap = local_map,
 ) -> CompressResult:
     """Compress ``parent`` to meet ``config``'s targets (see module docstring): search, then finish.
 
@@ -257,7 +261,8 @@ def compress(
     times whole models interleaved. Both are injectable so tests can fake slow timings.
     Raises :class:`TargetNotMetError` (with the best reachable point) when a target is missed.
     """
-    searched = search(parent, data, config, latency_fn=latency_fn, model_latency_fn=model_latency_fn, progress=progress)
+    searched = search(parent, data, config, latency_fn=latency_fn, model_latency_fn=model_latency_fn, progress=progress,
+                      layer_map=layer_map)
     return finish(parent, searched, data, config, model_latency_fn=model_latency_fn, progress=progress)
 
 
@@ -270,11 +275,15 @@ def search(
     latency_fn: Optional[Callable] = None,
     model_latency_fn: Optional[Callable[[Sequence[keras.Model]], Sequence[float]]] = None,
     progress: Optional[Progress] = None,
+    layer_map: LayerMap = local_map,
 ) -> SearchResult:
     """Phases 1–3 and the final refit: choose and fit every layer's factorization.
 
     ``stats`` are precomputed Σ statistics per layer (the pipeline's calibrate step); when
-    None they are collected from ``data.calibration``. Raises :class:`TargetNotMetError`.
+    None they are collected from ``data.calibration``. ``layer_map`` runs the per-layer
+    fitting jobs (:mod:`lrf_core.search.jobs`): in this process by default, or over
+    processes or a Dask cluster; the decisions do not depend on it. Raises
+    :class:`TargetNotMetError`.
     """
     progress = progress or (lambda phase, done, total: None)
     timer = _Timer()
@@ -315,10 +324,11 @@ def search(
 
     fronts, counts = {}, {}
     with timer("candidates"):
-        for i, name in enumerate(layers):
+        jobs = [_candidate_job(_layer_weights(parent, summary, name, stats[name]), config) for name in layers]
+        for i, (name, fitted) in enumerate(zip(layers, layer_map(run_job, jobs))):
             fronts[name], counts[name] = _layer_front(
-                parent, summary, name, stats[name], config, latency_fn if use_latency else None, baselines[name],
-                parent_inputs[name],
+                parent, name, fitted, summary.record(name).geometry, config, latency_fn if use_latency else None,
+                baselines[name], parent_inputs[name],
             )
             progress("candidates", i + 1, len(layers))
 
@@ -365,7 +375,7 @@ def search(
         if refit_on_compressed:
             alloc = sequential_at.refit_chosen(alloc)
         else:
-            alloc = _refit_chosen(parent, summary, alloc, stats, config, parent_inputs)
+            alloc = _refit_chosen(parent, summary, alloc, stats, config, parent_inputs, layer_map)
     report = _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path)
     if comparison:
         report["selection_comparison"] = comparison
@@ -416,46 +426,28 @@ def _layer_inputs(model: keras.Model, layers: Sequence[str], x: np.ndarray) -> d
     return {n: np.asarray(o) for n, o in zip(layers, outs)}
 
 
-def _layer_front(parent, summary, name, stats, config, latency_fn, baseline, layer_inputs):
-    record = summary.record(name)
-    layer = parent.get_layer(name)
-    kernel, bias = kernel_and_bias(layer)
-    allowed = config.methods[record.geometry.kind]
+def _layer_weights(parent, summary, name: str, stats: Optional[InputStatistics]) -> LayerWeights:
+    kernel, bias = kernel_and_bias(parent.get_layer(name))
+    return LayerWeights(name, kernel, bias, summary.record(name).geometry, stats)
+
+
+def _candidate_job(weights: LayerWeights, config: CompressConfig) -> Job:
+    """The fitting job of one layer: the method × rank grid, or the baseline rule's single rank."""
+    allowed = tuple(config.methods[weights.geometry.kind])
     if config.ranks is not None:
-        front, counts = _baseline_candidates(name, kernel, bias, record.geometry, allowed, stats, config)
-    else:
-        front, counts = layer_candidates(
-            name, kernel, bias, record.geometry, allowed, stats=stats, objective=config.objective,
-            grid_points=config.grid_points, seed=config.seed, latency_fn=latency_fn,
-            dense_latency_s=baseline.latency_s, n_iter_max=config.search_iterations,
-        )
+        return BaselineJob(weights, allowed[0], config.ranks, config.objective, config.seed)
+    return GridJob(weights, allowed, config.grid_points, config.objective, config.seed, config.search_iterations)
+
+
+def _layer_front(parent, name, fitted: JobResult, geometry, config, latency_fn, baseline, layer_inputs):
+    """A layer's fitted candidates → latency rule and Pareto front (grid search only) → similarity."""
+    candidates, counts = fitted
+    if config.ranks is None:
+        candidates, counts = front_of(candidates, counts, geometry, latency_fn, baseline.latency_s)
+    layer = parent.get_layer(name)
     tail = feature_map_tail(parent, name)
     reference = reference_feature_map(layer, tail, layer_inputs)
-    return score_similarity(front, layer, tail, layer_inputs, reference, config.similarity), counts
-
-
-def _baseline_candidates(name, kernel, bias, geometry, allowed, stats, config):
-    """One candidate per layer at the baseline rank (energy threshold or VBMF)."""
-    from lrf_core.rank_baselines import ENERGY_METHODS, energy_ranks_for, vbmf_ranks_tucker2
-
-    method_id = allowed[0]
-    method = get_method(geometry.kind, method_id)
-    if config.ranks == "vbmf":
-        if method_id != "tucker2":
-            return [], {"generated": 0, "skipped": f"vbmf ranks are defined for tucker2 only (got {method_id})"}
-        rank = vbmf_ranks_tucker2(kernel)
-    else:
-        if method_id not in ENERGY_METHODS.get(geometry.kind, ()):
-            return [], {"generated": 0, "skipped": f"energy ranks not defined for {method_id}"}
-        rank = energy_ranks_for(kernel, method_id, float(config.ranks.split(":", 1)[1]))
-    limits = method.max_rank(geometry)
-    rank = tuple(min(r, m) for r, m in zip(rank, limits))
-    cost = method.cost(geometry, rank)
-    dense = geometry.dense_cost()
-    if cost.params >= dense.params or cost.macs >= dense.macs:
-        return [], {"generated": 1, "dropped_cost": 1}
-    fitted = fit_layer(name, kernel, bias, geometry, method, rank, stats=stats, objective=config.objective, seed=config.seed)
-    return [Candidate(fitted)], {"generated": 1, "fitted": 1}
+    return score_similarity(candidates, layer, tail, layer_inputs, reference, config.similarity), counts
 
 
 def _choose(allocate_at: Allocator, baselines, totals, config, evaluate, *, iterations: int = 40) -> tuple[Allocation, bool]:
@@ -633,27 +625,24 @@ def _refit_front(parent, current, summary, name, front, calib_x, config, *, n_it
     return refitted
 
 
-def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inputs) -> Allocation:
+def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inputs, layer_map: LayerMap) -> Allocation:
     """Refit the chosen candidates of iterative methods with the full sweep schedule.
 
     Candidates are scored after ``search_iterations`` ALS sweeps (cheap, enough to rank
-    them); only the chosen ones get the full fit, whose similarity is measured again. A
-    refit is kept only when it is at least as similar (the guard makes that the rule).
+    them); only the chosen ones get the full fit (as jobs, through ``layer_map``), whose
+    similarity is measured again. A refit is kept only when it is at least as similar.
     """
     choice = dict(alloc.choice)
-    for name, chosen in alloc.factorized.items():
-        method = get_method(chosen.fitted.geometry.kind, chosen.method)
-        if method.id == "svd":
-            continue  # closed form: a refit would be identical
+    chosen = {name: c for name, c in alloc.factorized.items() if c.method != "svd"}  # closed form: a refit is identical
+    jobs = [RefitJob(_layer_weights(parent, summary, name, stats[name]), c.method, c.rank, config.objective, config.seed)
+            for name, c in chosen.items()]
+    for (name, previous), ([fitted], _) in zip(chosen.items(), layer_map(run_job, jobs)):
         layer = parent.get_layer(name)
-        kernel, bias = kernel_and_bias(layer)
-        fitted = fit_layer(name, kernel, bias, chosen.fitted.geometry, method, chosen.rank, stats=stats[name],
-                           objective=config.objective, seed=config.seed)
         tail = feature_map_tail(parent, name)
         reference = reference_feature_map(layer, tail, parent_inputs[name])
-        (refit,) = score_similarity([Candidate(fitted, latency_s=chosen.latency_s)], layer, tail, parent_inputs[name],
-                                    reference, config.similarity)
-        if refit.similarity >= chosen.similarity:
+        (refit,) = score_similarity([fitted.with_scores(latency_s=previous.latency_s)], layer, tail,
+                                    parent_inputs[name], reference, config.similarity)
+        if refit.similarity >= previous.similarity:
             choice[name] = refit
     return Allocation(choice, alloc.lam)
 

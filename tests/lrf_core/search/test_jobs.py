@@ -1,0 +1,92 @@
+"""Per-layer fitting jobs: picklable, order-preserving, and the decision does not depend on where they ran."""
+
+from __future__ import annotations
+
+import pickle
+
+import keras
+import numpy as np
+import pytest
+
+from lrf_core.data import stratified_sample
+from lrf_core.finetune import FinetuneConfig
+from lrf_core.search.compress import CompressConfig, CompressData, search
+from lrf_core.search.jobs import BaselineJob, GridJob, RefitJob, run_job
+
+pytestmark = pytest.mark.slow
+MIXED = {"conv2d": ("svd", "tucker2"), "dense": ("svd",)}
+
+
+@pytest.fixture(scope="module")
+def digits_parent(digits_model_path):
+    return keras.saving.load_model(digits_model_path)
+
+
+@pytest.fixture(scope="module")
+def digits_data(digits_split):
+    train, val, test = digits_split
+    return CompressData(stratified_sample(train, 256, seed=0), train, val, test)
+
+
+class PicklingMap:
+    """What a process pool does to the jobs: pickle them, run them out of order, pickle the results."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def __call__(self, fn, jobs):
+        shipped = [pickle.loads(pickle.dumps(job)) for job in jobs]
+        self.jobs += shipped
+        results = {i: pickle.dumps(fn(job)) for i, job in reversed(list(enumerate(shipped)))}
+        return [pickle.loads(results[i]) for i in range(len(shipped))]
+
+
+def _decision(searched):
+    return {name: (c.method, c.rank) for name, c in searched.fitted.items()}
+
+
+@pytest.mark.parametrize("config", [
+    CompressConfig(max_drop=2.0, methods=MIXED, grid_points=4, search_iterations=3, finetune=FinetuneConfig(epochs=0)),
+    CompressConfig(ranks="energy:0.9", methods={"conv2d": ("svd",), "dense": ("svd",)},
+                   finetune=FinetuneConfig(epochs=0)),
+], ids=["grid", "energy-baseline"])
+def test_shipped_jobs_give_the_local_decision_bit_for_bit(digits_parent, digits_data, config):
+    local = search(digits_parent, digits_data, config)
+    mapped = PicklingMap()
+    shipped = search(digits_parent, digits_data, config, layer_map=mapped)
+    assert _decision(shipped) == _decision(local) and local.fitted
+    for name, chosen in local.fitted.items():
+        other = shipped.fitted[name]
+        assert other.bias is None and chosen.bias is None or np.array_equal(other.bias, chosen.bias)
+        for a, b in zip(chosen.factorization.factors, other.factorization.factors):
+            np.testing.assert_array_equal(a, b)
+    assert shipped.report["layers"] == local.report["layers"]
+    kinds = {type(job) for job in mapped.jobs}
+    if config.ranks is None:
+        # one grid job per layer, then the full refit of each chosen Tucker-2 layer
+        assert GridJob in kinds and kinds <= {GridJob, RefitJob}
+        grid_layers = [job.weights.layer for job in mapped.jobs if isinstance(job, GridJob)]
+        assert grid_layers == [r["layer"] for r in local.report["layers"]]
+        refits = [job.weights.layer for job in mapped.jobs if isinstance(job, RefitJob)]
+        assert refits and refits == [n for n, c in local.fitted.items() if c.method != "svd"]
+    else:
+        assert kinds == {BaselineJob}
+
+
+def test_a_refit_job_is_a_full_fit_of_its_grid_candidate(digits_parent, digits_data):
+    from lrf_core.calibration import collect_statistics
+    from lrf_core.graph import describe_model, kernel_and_bias
+    from lrf_core.search.jobs import LayerWeights
+
+    name = next(layer.name for layer in digits_parent.layers if isinstance(layer, keras.layers.Conv2D)
+                and layer.kernel.shape[2] > 1)
+    stats = collect_statistics(digits_parent, digits_data.calibration.x, [name])[name]
+    kernel, bias = kernel_and_bias(digits_parent.get_layer(name))
+    weights = LayerWeights(name, kernel, bias, describe_model(digits_parent).record(name).geometry, stats)
+    grid, counts = run_job(GridJob(weights, ("tucker2",), 3, "sigma", 0, 2))
+    assert counts["fitted"] == len(grid) > 0 and counts["generated"] == counts["fitted"] + counts["dropped_cost"]
+    coarse = grid[0]
+    [full], _ = run_job(RefitJob(weights, "tucker2", coarse.rank, "sigma", 0))
+    assert full.rank == coarse.rank and full.method == "tucker2"
+    # more ALS sweeps never leave a worse Σ-error than 2 sweeps from the same start
+    assert full.fitted.sigma_error <= coarse.fitted.sigma_error + 1e-9
