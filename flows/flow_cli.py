@@ -25,7 +25,8 @@ def add_flow_parser(sub, formatter_class) -> None:
     run = actions.add_parser("run", help="run compress-model (or compress-fleet) once")
     run.add_argument("config", help="YAML: one model's parameters, or `defaults:` + `models:` for a fleet")
     run.add_argument("--dask", metavar="ADDRESS", default=None,
-                     help="Dask scheduler address for a fleet (default: env LRF_DASK_ADDRESS; else one at a time)")
+                     help="Dask scheduler address (default: env LRF_DASK_ADDRESS): a fleet runs its models there, "
+                          "one model fits its layers there; else everything runs in this process")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
     serve = actions.add_parser("serve", help="serve compress-model as a deployment with a cron schedule")
     serve.add_argument("config", help="YAML with one model's parameters")
@@ -50,10 +51,11 @@ def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import compress_model, fleet_flow, load_fleet
     from tasks.params import load_params
 
+    address = args.dask or os.environ.get("LRF_DASK_ADDRESS")
     if _is_fleet(args.config):
-        results = fleet_flow(args.dask or os.environ.get("LRF_DASK_ADDRESS"))(load_fleet(args.config))
+        results = fleet_flow(address)(load_fleet(args.config))
     else:
-        results = [compress_model(load_params(args.config))]
+        results = [compress_model(load_params(args.config), dask_address=address)]
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:

@@ -21,14 +21,17 @@ __all__ = ["compress_model", "compress_fleet", "fleet_flow", "load_fleet"]
 
 
 @flow(name="compress-model", log_prints=True)
-def compress_model(params: PipelineParams) -> dict:
-    """Compress one model, gate it, publish it, and promote it when the gate passed."""
+def compress_model(params: PipelineParams, dask_address: Optional[str] = None) -> dict:
+    """Compress one model, gate it, publish it, and promote it when the gate passed.
+
+    ``dask_address``: fit the search's layers on that Dask cluster (same decision, see ``tasks.distributed``).
+    """
     check_registry_task(params)
     model = run_step("fetch_model", params)
     data = run_step("fetch_data", params)
     check = run_step("check_data", params, model, data)
     calibration = run_step("calibrate", params, model, data)
-    searched = run_step("search", params, model, data, calibration)
+    searched = run_step("search", params, model, data, calibration, dask_address=dask_address)
     child = run_step("rebuild", params, model, searched)
     tuned = run_step("finetune", params, model, data, calibration, child)
     gated = run_step("gate", params, model, data, calibration, searched, tuned, check)

@@ -65,9 +65,9 @@ def _complete(out_dir: Path) -> bool:
 
 def _recording(fn: Callable) -> Callable:
     """Run a step function and leave its record in ``out_dir`` (the completeness marker)."""
-    def run(params: PipelineParams, *inputs, out_dir: Path):
+    def run(params: PipelineParams, *inputs, out_dir: Path, **options):
         out_dir.mkdir(parents=True, exist_ok=True)
-        record = fn(params, *inputs, out_dir)
+        record = fn(params, *inputs, out_dir, **options)
         write_json_atomic(out_dir / RECORD, record.model_dump(mode="json"))
         return record
 
@@ -105,7 +105,8 @@ STEP_TASKS = {
     "fetch_data": task(name="fetch-data", cache_policy=NO_CACHE, **_IO)(_recording(steps.fetch_data)),
     "check_data": task(name="check-data", **_CACHED)(_recording(steps.check_data)),
     "calibrate": task(name="calibrate", **_CACHED)(_recording(steps.calibrate)),
-    "search": task(name="search", **_CACHED)(_recording(steps.search)),
+    # where the layers are fitted does not change the decision: not part of the cache key
+    "search": task(name="search", cache_policy=INPUTS - "dask_address", persist_result=True)(_recording(steps.search)),
     "rebuild": task(name="rebuild", **_CACHED)(_recording(steps.rebuild)),
     "finetune": task(name="finetune", **_CACHED)(_recording(steps.finetune)),
     "gate": task(name="gate", **_CACHED)(_recording(steps.gate)),
@@ -116,7 +117,12 @@ publish_task = task(name="publish", cache_policy=NO_CACHE, **_IO)(steps.publish)
 promote_task = task(name="promote", cache_policy=NO_CACHE)(steps.promote)
 
 
-def run_step(step: str, params: PipelineParams, *inputs: BaseModel):
-    """Submit step ``step``; refresh its cache when its output directory is incomplete."""
+def run_step(step: str, params: PipelineParams, *inputs: BaseModel, **options):
+    """Submit step ``step``; refresh its cache when its output directory is incomplete.
+
+    ``options`` are run settings that do not change the output (``dask_address`` for the
+    search): they are passed to the step but are neither in the directory key nor the cache key.
+    """
     out_dir = step_dir(params, step, *inputs)
-    return STEP_TASKS[step].with_options(refresh_cache=not _complete(out_dir))(params, *inputs, out_dir=out_dir)
+    return STEP_TASKS[step].with_options(refresh_cache=not _complete(out_dir))(params, *inputs, out_dir=out_dir,
+                                                                                **options)

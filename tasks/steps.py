@@ -242,13 +242,16 @@ def compress_config(params: PipelineParams):
 
 
 def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibration: CalibrationRecord,
-           out_dir: Path) -> SearchRecord:
+           out_dir: Path, *, dask_address: Optional[str] = None) -> SearchRecord:
     """Choose and fit every layer's factorization; write the decision (JSON + arrays) and the search report.
 
-    A missed target raises :class:`lrf_core.search.compress.TargetNotMetError` (the flow stops, nothing is published).
+    With ``dask_address`` the per-layer fitting runs on that Dask cluster (:mod:`tasks.distributed`);
+    the decision does not depend on it. A missed target raises
+    :class:`lrf_core.search.compress.TargetNotMetError` (the flow stops, nothing is published).
     """
     from lrf_core.decision import decision_to_data
     from lrf_core.search import compress as core
+    from tasks.distributed import layer_map_on
 
     parent = _load_model(model.file, params)
     splits = _splits(params, data, calibration)
@@ -259,7 +262,9 @@ def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibra
         from lrf_core.latency import default_latency_functions
 
         block_fn, models_fn = default_latency_functions(tuple(model.input_shape))
-    searched = core.search(parent, splits, config, stats=stats, latency_fn=block_fn, model_latency_fn=models_fn)
+    with layer_map_on(dask_address) as layer_map:
+        searched = core.search(parent, splits, config, stats=stats, latency_fn=block_fn, model_latency_fn=models_fn,
+                               layer_map=layer_map)
     meta, arrays = decision_to_data(searched.fitted)
     save_npz_atomic(out_dir / "decision.npz", arrays)
     write_json_atomic(out_dir / "decision.json", meta)

@@ -243,9 +243,17 @@ def test_missing_parent_and_missing_alias_are_clear_errors(passed_run, tmp_path)
         steps.fetch_model(params.model_copy(update={"model": "registry:digits@staging"}), tmp_path)
 
 
-def test_fleet_fans_out_on_a_dask_cluster(digits_model_path, bucket, tmp_path):
-    import yaml
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A local Dask cluster of 2 worker processes (one thread each), shared by the Dask tests."""
     from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster
+
+
+def test_fleet_fans_out_on_a_dask_cluster(digits_model_path, bucket, tmp_path, dask_cluster):
+    import yaml
 
     from flows.pipeline import fleet_flow, load_fleet
 
@@ -258,8 +266,7 @@ def test_fleet_fans_out_on_a_dask_cluster(digits_model_path, bucket, tmp_path):
         "models": [{"name": "dask-a"}, {"name": "dask-b"}],
     }
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        results = fleet_flow(cluster.scheduler_address)(load_fleet(tmp_path / "fleet.yaml"))
+    results = fleet_flow(dask_cluster.scheduler_address)(load_fleet(tmp_path / "fleet.yaml"))
     assert [r["name"] for r in results] == ["dask-a", "dask-b"] and all(r["passed"] for r in results)
     # same parameters apart from the name: the two workers made the same decisions ...
     assert results[0]["summary"]["child_params"] == results[1]["summary"]["child_params"]
@@ -277,6 +284,44 @@ def test_fleet_fans_out_on_a_dask_cluster(digits_model_path, bucket, tmp_path):
         for w in weights:
             np.testing.assert_allclose(w[key], local_weights[key], rtol=1e-4, atol=1e-6)
     assert local["summary"]["child_params"] == results[0]["summary"]["child_params"]
+
+
+def _decision(workspace):
+    (meta,) = workspace.glob("search/*/decision.json")
+    return meta.read_bytes(), np.load(meta.with_suffix(".npz"))
+
+
+def test_one_model_fits_its_layers_on_a_dask_cluster(digits_model_path, bucket, tmp_path, dask_cluster):
+    """The search's layer jobs run on 2 worker processes; the decision is the local runner's."""
+    from distributed import Client
+
+    from flows.pipeline import compress_model
+
+    # the MACs sit in the convolutions; Tucker-2 there means refit jobs as well as grid jobs
+    mixed = {"target_params": None, "target_macs": 0.5, "methods_conv": ["tucker2"], "grid_points": 4}
+    dask_params = _params(digits_model_path, bucket, tmp_path / "dask", name="dask-one", search=mixed)
+    local_params = dask_params.model_copy(update={"workspace": str(tmp_path / "local")})
+    with Client(dask_cluster.scheduler_address) as client:
+        before = sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values())
+        on_dask = compress_model(dask_params, dask_address=dask_cluster.scheduler_address)
+        after = sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values())
+    local = compress_model(local_params)
+    assert after > before  # the workers did run the jobs
+    (meta, arrays), (local_meta, local_arrays) = _decision(tmp_path / "dask"), _decision(tmp_path / "local")
+    assert meta == local_meta and b"tucker2" in meta  # methods and ranks to the byte
+    assert arrays.files == local_arrays.files
+    for key in local_arrays.files:  # factors to round-off (a worker's BLAS may use other threads)
+        np.testing.assert_allclose(arrays[key], local_arrays[key], rtol=1e-4, atol=1e-6)
+    assert on_dask["summary"]["child_params"] == local["summary"]["child_params"]
+
+
+def test_an_unreachable_dask_scheduler_is_named(monkeypatch):
+    from tasks import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 1)
+    with pytest.raises(distributed.DaskUnavailableError, match=r"tcp://127\.0\.0\.1:9'.*leave --dask"):
+        with distributed.layer_map_on("tcp://127.0.0.1:9"):
+            pass
 
 
 def test_no_credential_reaches_a_published_object(passed_run, bucket):
