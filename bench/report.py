@@ -1,8 +1,8 @@
 """Render ``REPORT.md`` and its PNG plots from the result files alone (issue 5).
 
 ``python -m bench.report [--results DIR] [--out REPORT.md]`` reads ``DIR/zoo.json``,
-``DIR/compare_*.json``, ``DIR/depth_sweep.json`` and ``DIR/scale_resnet50.json`` (any may be
-missing), and writes the report with its figures in ``<out dir>/figures[-MODE]/``:
+``DIR/compare_*.json``, ``DIR/depth_sweep.json``, ``DIR/scale_resnet50.json`` and
+``DIR/dask_search.json`` (any may be missing), and writes the report with its figures in ``<out dir>/figures[-MODE]/``:
 
 * ``pareto_<model>.png``: test accuracy against MACs kept, every variant, before (hollow) and
   after (filled) its fine-tune, the parent and the 1-point gate, the front of final points;
@@ -51,7 +51,7 @@ def load_results(directory: Path) -> dict:
     order = ["fashion_vgg", "fashion_resnet", "fashion_mobilenetv2"]  # the zoo's order, then any other model
     compare = dict(sorted(compare.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
     return {"zoo": read("zoo.json"), "compare": compare, "depth": read("depth_sweep.json"),
-            "scale": read("scale_resnet50.json")}
+            "scale": read("scale_resnet50.json"), "dask": read("dask_search.json")}
 
 
 # -- formatting ---------------------------------------------------------------------------------
@@ -592,9 +592,31 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
             if r.get("status") in ("capped", "failed"):
                 lines += [f"- `{r['config']}` {r['status']}: progress {_scale_blame(r)}"]
         lines += [""]
+    lines += _dask_section(results.get("dask"))
     text = "\n".join(lines).rstrip() + "\n"
     out.write_text(text)
     return text
+
+
+def _dask_section(dask: Optional[dict]) -> list[str]:
+    """The search of one parent with its layer jobs in process, on 1 and on 2 Dask workers (issue 6)."""
+    if not dask:
+        return []
+    settings = dask["settings"]
+    lines = ["## Search on a Dask cluster: 1 vs 2 workers", "",
+             f"`{dask['model']}`, search to MACs ≤ {settings['target_macs']:.0%} (grid {settings['grid_points']}, Conv2D methods "
+             f"{settings['conv_methods'] or 'all'}); the per-layer fitting jobs (candidate grids and the final refits) run "
+             f"in the flow's process or on a local Dask cluster of worker processes with {settings['threads_per_worker']} "
+             "thread each; latency, similarity and the allocation's evaluations stay in the flow's process, which "
+             f"shares this machine's {dask['machine'].get('cpu_count', '?')} cores with the workers.", ""]
+    lines += [_table(["runner", "search wall s", "calibration s", "candidates s", "allocation s", "refit s"],
+                     [[name, f"{r['search_wall_s']:.1f}",
+                       *(_f(r["phases_s"].get(k), "{:.1f}") for k in ("calibration", "candidates", "allocation", "refit"))]
+                      for name, r in dask["runs"].items()]), ""]
+    lines += [f"2 workers over 1: **{dask['speedup_2_vs_1']:.2f}×** on the whole search, "
+              f"**{dask['candidates_speedup_2_vs_1']:.2f}×** on the candidate phase. "
+              f"Same decision on every runner: **{'yes' if dask['same_decisions'] else 'NO'}**.", ""]
+    return lines
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -1,4 +1,4 @@
-"""The whole benchmark of issue 5 in one command: ResNet-50, depth sweep, zoo side by side, report.
+"""The whole benchmark in one command: ResNet-50, depth sweep, zoo side by side, Dask search, report.
 
 ``python -m bench.run`` (full: ``make bench``; hours on 2 cores) or ``python -m bench.run --quick``
 (``make bench-quick``; about 15 minutes). Results go to ``bench/results/`` (full) or
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import BENCH, configure_tensorflow, log
 
-PARTS = ("resnet50", "depth", "zoo", "report")
+PARTS = ("resnet50", "depth", "zoo", "dask", "report")
 
 
 def main(argv=None) -> None:
@@ -53,6 +53,12 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         run_zoo(mode, models=tuple(args.models) if args.models else None, out_dir=out)
         timings["zoo"] = time.perf_counter() - t0
+    if "dask" not in args.skip:  # after the zoo: it searches a trained zoo parent
+        from bench.dask_search import run_dask_search
+
+        t0 = time.perf_counter()
+        run_dask_search(mode, out)
+        timings["dask"] = time.perf_counter() - t0
     if "report" not in args.skip:
         from bench.report import load_results, render
 

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     from bench.harness import MODES, run_zoo
+    from bench.dask_search import run_dask_search
     from bench.scale import depth_sweep
 
     out = tmp_path_factory.mktemp("results")
@@ -28,6 +29,7 @@ def smoke_run(tmp_path_factory):
     mode = MODES["smoke"]
     run_zoo(mode, out_dir=out, zoo_dir=zoo)
     depth_sweep(mode, out)
+    run_dask_search(mode, out, zoo_dir=zoo)
     return out, zoo
 
 
@@ -67,6 +69,17 @@ def test_zoo_and_depth_results(smoke_run):
     assert (zoo / "tiny_cnn-smoke.keras").exists()
     depth = json.loads((out / "depth_sweep.json").read_text())
     assert depth["rows"] and depth["rows"][0]["eligible_layers"] > 0 and "candidates" in depth["rows"][0]["phases_s"]
+
+
+def test_dask_search_result(smoke_run):
+    out, _ = smoke_run
+    data = json.loads((out / "dask_search.json").read_text())
+    assert set(data["runs"]) == {"in_process", "dask_1", "dask_2"}
+    for run in data["runs"].values():
+        assert run["search_wall_s"] > 0 and {"candidates", "allocation", "refit"} <= set(run["phases_s"])
+        assert run["decision"]
+    assert data["same_decisions"] is True  # where the layers were fitted does not change the decision
+    assert data["speedup_2_vs_1"] > 0 and data["candidates_speedup_2_vs_1"] > 0
 
 
 def test_report_renders_markdown_and_plots(smoke_run, tmp_path):
