@@ -75,6 +75,9 @@ class RegistryParams(_Section):
     alias: str = Field("production", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     promote: bool = True
     endpoint_url: Optional[str] = Field(None, description="S3 endpoint; default: AWS_ENDPOINT_URL, else AWS")
+    credentials_block: Optional[str] = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="name of a Prefect AwsCredentials block; default: the environment (AWS_* variables, profile, role)")
 
 
 class PipelineParams(_Section):

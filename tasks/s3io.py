@@ -309,9 +309,13 @@ def s3_errors(client: S3Client, operation: str, bucket: str, key: Optional[str] 
 # -- client -------------------------------------------------------------------------------------
 
 
-def s3_client(endpoint_url: Optional[str] = None, *, max_attempts: int = 5,
+def s3_client(endpoint_url: Optional[str] = None, *, session=None, max_attempts: int = 5,
               connect_timeout: float = 10.0) -> S3Client:
     """A boto3 S3 client for ``endpoint_url``, else ``$AWS_ENDPOINT_URL``, else AWS.
+
+    ``session``: a ``boto3.session.Session`` holding credentials (from a Prefect
+    ``AwsCredentials`` block, :mod:`tasks.credentials`); default: a new session, which finds
+    credentials in the environment, a profile or an instance role.
 
     Retries use botocore's "standard" mode: ``max_attempts`` tries in all (botocore's own
     ``max_attempts`` key counts retries, so ``total_max_attempts`` is set), with exponential
@@ -330,7 +334,7 @@ def s3_client(endpoint_url: Optional[str] = None, *, max_attempts: int = 5,
         connect_timeout=connect_timeout,
         s3={"addressing_style": "path"} if endpoint else None,
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+    return (session or boto3.session.Session()).client("s3", endpoint_url=endpoint, config=config)
 
 
 # -- I/O: objects -------------------------------------------------------------------------------

@@ -69,11 +69,17 @@ def _deterministic() -> None:
 # -- fetch ------------------------------------------------------------------------------------
 
 
+def _registry_client(params: PipelineParams):
+    from tasks.credentials import registry_client
+
+    return registry_client(params.registry.endpoint_url, params.registry.credentials_block)
+
+
 def check_registry(params: PipelineParams) -> str:
     """Fail fast, before any compute, when the registry bucket is missing or unreachable."""
     from tasks import s3io
 
-    s3io.require_bucket(s3io.s3_client(params.registry.endpoint_url), params.registry.bucket)
+    s3io.require_bucket(_registry_client(params), params.registry.bucket)
     return s3io.object_uri(params.registry.bucket, params.registry.prefix)
 
 
@@ -104,7 +110,7 @@ def _download_model(params: PipelineParams, target: Path) -> None:
     uri = params.model
     if registry.is_registry_ref(uri):
         ref = registry.parse_registry_ref(uri)
-        client = s3io.s3_client(params.registry.endpoint_url)
+        client = _registry_client(params)
         bucket, prefix = params.registry.bucket, params.registry.prefix
         version = registry.resolve_ref(client, bucket, prefix, ref)
         manifest = registry.read_manifest(client, bucket, prefix, ref.name, version)
@@ -115,7 +121,7 @@ def _download_model(params: PipelineParams, target: Path) -> None:
         s3io.download_file(client, bucket, key, target, expected_sha256=entry.sha256)
     elif uri.startswith("s3://"):
         location = s3io.parse_s3_uri(uri, require_key=True)
-        s3io.download_file(s3io.s3_client(params.registry.endpoint_url), location.bucket, location.key, target)
+        s3io.download_file(_registry_client(params), location.bucket, location.key, target)
     elif "://" in uri:
         raise StepError(f"Parent model `{uri}`: unsupported URI scheme `{uri.split('://')[0]}://`. Use a local path, "
                         "s3://BUCKET/KEY or registry:NAME@ALIAS (copy the file to S3 or disk first).")
@@ -458,7 +464,7 @@ def publish(params: PipelineParams, gated: GateRecord) -> PublishRecord:
     files = {key: _verified(ref) for key, ref in gated.files.items()}
     report = read_json(files["report.json"])
     version = registry.content_version(files)
-    client = s3io.s3_client(params.registry.endpoint_url)
+    client = _registry_client(params)
     record = registry.publish_version(
         client, params.registry.bucket, params.registry.prefix, params.name, version, files,
         status="passed" if gated.passed else "rejected", gate=gated.summary, lineage=report["lineage"], exist_ok=True,
@@ -476,7 +482,7 @@ def promote(params: PipelineParams, published: PublishRecord) -> PromoteRecord:
                              reason=f"version {published.version} was rejected by the gate; the alias is unchanged")
     if not params.registry.promote:
         return PromoteRecord(alias=alias, version=None, promoted=False, reason="promotion is off (registry.promote)")
-    client = s3io.s3_client(params.registry.endpoint_url)
+    client = _registry_client(params)
     bucket, prefix = params.registry.bucket, params.registry.prefix
     current = registry.find_alias(client, bucket, prefix, params.name, alias)
     if current is not None and current.version == published.version:

@@ -17,7 +17,7 @@ for _key, _value in {
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.s3_server", "tests.prefect_api"]
 
 
 @pytest.fixture

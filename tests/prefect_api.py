@@ -1,4 +1,4 @@
-"""Prefect runs for the flow tests: one temporary Prefect API per session, results kept in tmp."""
+"""Prefect runs for the tests (a pytest plugin): one temporary Prefect API per session, results kept in tmp."""
 
 from __future__ import annotations
 
