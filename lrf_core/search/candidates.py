@@ -10,6 +10,10 @@ METHODS.md §3.1–3.3 and §3.7:
    slower than the dense layer is dropped (its block is timed once per shape, cached);
 4. only Pareto-optimal candidates in (params, MACs, proxy error) survive; they are then
    scored by the similarity of the feature map the next layer sees.
+
+Steps 1–3 without the latency rule are :func:`fit_candidates` (NumPy only: a job that may run in
+another process, :mod:`lrf_core.search.jobs`); the latency rule and step 4's Pareto filter are
+:func:`front_of`, and the similarity :func:`score_similarity`, both next to the Keras model.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from lrf_core.decompose.registry import get_method
 from lrf_core.factorize import FittedLayer, Objective, fit_layer
 from lrf_core.similarity import SimilarityMetric, feature_similarity
 
-__all__ = ["Candidate", "rank_grid", "fit_candidates", "drop_slower_than_dense", "front_of", "layer_candidates",
+__all__ = ["Candidate", "rank_grid", "fit_candidates", "drop_slower_than_dense", "front_of",
            "pareto_front", "feature_map_tail", "score_similarity"]
 
 logger = logging.getLogger(__name__)
@@ -189,32 +193,6 @@ def drop_slower_than_dense(
             continue
         kept.append(c.with_scores(latency_s=latency))
     return kept, {**counts, "dropped_latency": counts.get("dropped_latency", 0) + dropped}
-
-
-def layer_candidates(
-    layer: str,
-    kernel: np.ndarray,
-    bias: Optional[np.ndarray],
-    geometry: LayerGeometry,
-    method_ids: Sequence[str],
-    *,
-    stats: Optional[InputStatistics],
-    objective: Objective = "sigma",
-    grid_points: int = 16,
-    seed: int = 0,
-    latency_fn: Optional[LatencyFn] = None,
-    dense_latency_s: Optional[float] = None,
-    n_iter_max: int = 100,
-) -> tuple[list[Candidate], dict]:
-    """Fit and proxy-score every saving candidate of one layer; return the Pareto front.
-
-    :func:`fit_candidates`, then (with ``latency_fn``) :func:`drop_slower_than_dense`, then
-    :func:`pareto_front`. Returns ``(front, counts)`` where counts has the number generated,
-    dropped for cost, dropped for latency, fitted, and kept on the front (for the report).
-    """
-    scored, counts = fit_candidates(layer, kernel, bias, geometry, method_ids, stats=stats, objective=objective,
-                                    grid_points=grid_points, seed=seed, n_iter_max=n_iter_max)
-    return front_of(scored, counts, geometry, latency_fn, dense_latency_s)
 
 
 def front_of(

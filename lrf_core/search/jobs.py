@@ -101,9 +101,7 @@ class BaselineJob:
         cost, dense = method.cost(w.geometry, rank), w.geometry.dense_cost()
         if cost.params >= dense.params or cost.macs >= dense.macs:
             return [], {"generated": 1, "dropped_cost": 1}
-        fitted = fit_layer(w.layer, w.kernel, w.bias, w.geometry, method, rank, stats=w.stats,
-                           objective=self.objective, seed=self.seed)
-        return [Candidate(fitted)], {"generated": 1, "fitted": 1}
+        return [_fit(w, self.method_id, rank, self.objective, self.seed)], {"generated": 1, "fitted": 1}
 
 
 @dataclass(frozen=True)
@@ -118,11 +116,14 @@ class RefitJob:
     n_iter_max: int = FULL_SWEEPS
 
     def run(self) -> JobResult:
-        w = self.weights
-        fitted = fit_layer(w.layer, w.kernel, w.bias, w.geometry, get_method(w.geometry.kind, self.method_id),
-                           self.rank, stats=w.stats, objective=self.objective, seed=self.seed,
-                           n_iter_max=self.n_iter_max)
-        return [Candidate(fitted)], {"fitted": 1}
+        return [_fit(self.weights, self.method_id, self.rank, self.objective, self.seed, self.n_iter_max)], {"fitted": 1}
+
+
+def _fit(w: LayerWeights, method_id: str, rank: tuple[int, ...], objective: Objective, seed: int,
+         n_iter_max: int = FULL_SWEEPS) -> Candidate:
+    method = get_method(w.geometry.kind, method_id)
+    return Candidate(fit_layer(w.layer, w.kernel, w.bias, w.geometry, method, rank, stats=w.stats,
+                               objective=objective, seed=seed, n_iter_max=n_iter_max))
 
 
 Job = Union[GridJob, BaselineJob, RefitJob]

@@ -8,24 +8,13 @@ import keras
 import numpy as np
 import pytest
 
-from lrf_core.data import Dataset, stratified_sample
+from lrf_core.data import Dataset
 from lrf_core.finetune import FinetuneConfig
 from lrf_core.search.allocate import CostTargets
 from lrf_core.search.compress import CompressConfig, CompressData, TargetNotMetError, compress
 
 pytestmark = pytest.mark.slow
 SVD_ONLY = {"conv2d": ("svd",), "dense": ("svd",)}
-
-
-@pytest.fixture(scope="module")
-def digits_parent(digits_model_path):
-    return keras.saving.load_model(digits_model_path)
-
-
-@pytest.fixture(scope="module")
-def digits_data(digits_split):
-    train, val, test = digits_split
-    return CompressData(stratified_sample(train, 256, seed=0), train, val, test)
 
 
 @pytest.fixture(scope="module")

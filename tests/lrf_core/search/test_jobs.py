@@ -8,24 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from lrf_core.data import stratified_sample
 from lrf_core.finetune import FinetuneConfig
-from lrf_core.search.compress import CompressConfig, CompressData, search
+from lrf_core.search.compress import CompressConfig, search
 from lrf_core.search.jobs import BaselineJob, GridJob, RefitJob, run_job
 
 pytestmark = pytest.mark.slow
 MIXED = {"conv2d": ("svd", "tucker2"), "dense": ("svd",)}
-
-
-@pytest.fixture(scope="module")
-def digits_parent(digits_model_path):
-    return keras.saving.load_model(digits_model_path)
-
-
-@pytest.fixture(scope="module")
-def digits_data(digits_split):
-    train, val, test = digits_split
-    return CompressData(stratified_sample(train, 256, seed=0), train, val, test)
 
 
 class PicklingMap:
