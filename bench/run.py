@@ -24,6 +24,8 @@ def main(argv=None) -> None:
     parser.add_argument("--mode", help="a mode of bench.harness.MODES (overrides --quick)")
     parser.add_argument("--skip", nargs="+", default=[], choices=PARTS)
     parser.add_argument("--models", nargs="+", help="zoo models to run (default: the mode's)")
+    parser.add_argument("--variants", nargs="+", help="variants to run on each model (default: the mode's, in "
+                                                      "bench.harness.ALL_VARIANTS order)")
     parser.add_argument("--out", type=Path, help="results directory (default: bench/results[/MODE])")
     parser.add_argument("--report", type=Path, help="report file (default: bench/REPORT.md or bench/REPORT-MODE.md)")
     args = parser.parse_args(argv)
@@ -51,7 +53,8 @@ def main(argv=None) -> None:
         timings["depth"] = time.perf_counter() - t0
     if "zoo" not in args.skip:
         t0 = time.perf_counter()
-        run_zoo(mode, models=tuple(args.models) if args.models else None, out_dir=out)
+        run_zoo(mode, models=tuple(args.models) if args.models else None, out_dir=out,
+                variants=tuple(args.variants) if args.variants else None)
         timings["zoo"] = time.perf_counter() - t0
     if "dask" not in args.skip:  # after the zoo: it searches a trained zoo parent
         from bench.dask_search import run_dask_search
