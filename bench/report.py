@@ -102,6 +102,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write ``path`` (creating its folder) and free the figure."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_pareto(compare: dict, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -151,11 +160,7 @@ def plot_pareto(compare: dict, path: Path) -> Path:
     ax.set_title(f"{compare['model']}: accuracy vs MACs ({compare['mode']} mode)")
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_latency(compare: dict, path: Path) -> Optional[Path]:
@@ -192,11 +197,7 @@ def plot_latency(compare: dict, path: Path) -> Optional[Path]:
         plt.close(fig)
         return None
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_depth(depth: dict, path: Path) -> Optional[Path]:
@@ -217,11 +218,7 @@ def plot_depth(depth: dict, path: Path) -> Optional[Path]:
     ax.set_title(f"search time vs depth ({depth['mode']} mode)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 # -- goals --------------------------------------------------------------------------------------
