@@ -441,22 +441,21 @@ def _block_specs(parent, child, row) -> list:
 
 
 def measure_latency(mode: Mode, name: str, parent, children: dict, rows: list, workdir: Path) -> dict:
-    """Save parent, control and children; time them in :mod:`bench.timing`; return its output."""
-    from lrf_core.model_io import save_model_atomic
+    """Time parent, control and the saved ``children`` (key → ``.keras`` path) in :mod:`bench.timing`."""
+    from lrf_core.model_io import load_model, save_model_atomic
     from lrf_core.rebuild import rebuild_model
 
     workdir.mkdir(parents=True, exist_ok=True)
     entries = []
-    for key, model in [("parent", parent), ("control", rebuild_model(parent, {}, name=f"{parent.name}_control")),
-                       *children.items()]:
-        path = workdir / f"{key.replace('@', '_at_')}.keras"
-        save_model_atomic(model, path)
-        entries.append({"id": key, "path": str(path)})
+    for key, model in [("parent", parent), ("control", rebuild_model(parent, {}, name=f"{parent.name}_control"))]:
+        save_model_atomic(model, _child_path(workdir, key))
+        entries.append({"id": key, "path": str(_child_path(workdir, key))})
+    entries += [{"id": key, "path": str(path)} for key, path in children.items()]
     tflite_ids = {"all": [e["id"] for e in entries], "lrflow": ["parent", "control", "lrflow"], "none": []}[mode.tflite]
     blocks = []
     for row in rows:
         if row["variant"] in children and (mode.blocks == "all" or row["variant"] == "lrflow") and mode.blocks != "none":
-            blocks += _block_specs(parent, children[row["variant"]], row)
+            blocks += _block_specs(parent, load_model(children[row["variant"]]), row)
     manifest = {"models": entries, "input_shape": list(parent.inputs[0].shape[1:]), "threads": mode.threads,
                 "batches": [1, 64], "repeats": mode.repeats, "warmup": 5, "tflite_ids": tflite_ids,
                 "blocks": blocks}
@@ -506,42 +505,119 @@ def _fill_latency(rows: list, timing: dict, parent_macs: int) -> None:
 # -- one model --------------------------------------------------------------------------------
 
 
+def _variant_of(row: dict) -> str:
+    """The variant of :data:`ALL_VARIANTS` that wrote ``row`` (``objective`` writes one row per objective × target)."""
+    return "objective" if row["family"] == "objective" else row["variant"]
+
+
+def _child_path(workdir: Path, key: str) -> Path:
+    return workdir / f"{key.replace('@', '_at_')}.keras"
+
+
+def _settings(mode: Mode) -> dict:
+    """The mode's settings as JSON would store them (what a resumed run must match)."""
+    return json.loads(json.dumps({k: v for k, v in asdict(mode).items() if k not in ("scale", "models")}))
+
+
+def _resumable(path: Path, settings: dict, train_record: dict, workdir: Path) -> Optional[dict]:
+    """The earlier ``compare_<model>.json`` if a run may continue it, else None (and says why).
+
+    Continuable: same mode settings, the same parent (its training request: architecture, data, seed, plan),
+    and the children of its ``ok`` rows still saved under ``workdir`` (latency is re-measured for all).
+    """
+    if not path.exists():
+        return None
+    previous = json.loads(path.read_text())
+    why = None
+    if previous.get("settings") != settings:
+        why = "the mode's settings changed"
+    elif (previous.get("parent") or {}).get("request") != train_record.get("request"):
+        why = "the parent is not the same (training request differs)"
+    elif previous.get("parent_extra_epochs") is None:
+        why = "it has no parent control"
+    if why:
+        log(f"{path.name}: not resumed: {why}; running every variant")
+        return None
+    missing = [r["variant"] for r in previous["rows"] if r["status"] == "ok" and not _child_path(workdir, r["variant"]).exists()]
+    previous["rows"] = [r for r in previous["rows"]
+                        if not (r["status"] == "error" or _variant_of(r) in {_variant_of(m) for m in
+                                                                             previous["rows"] if m["variant"] in missing})]
+    if missing:
+        log(f"{path.name}: children of {', '.join(missing)} are gone; those variants run again")
+    return previous
+
+
 def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_dir: Path, workdir: Path,
-              variants: Optional[tuple[str, ...]] = None) -> dict:
-    """Every variant of ``mode`` on one parent; writes ``out_dir/compare_<name>.json`` and returns it."""
+              variants: Optional[tuple[str, ...]] = None, resume: bool = False, redo: tuple[str, ...] = ()) -> dict:
+    """Every variant of ``mode`` (or ``variants``) on one parent; writes ``out_dir/compare_<name>.json`` and returns it.
+
+    Each child is saved under ``workdir`` as soon as its variant ends, and the result file is rewritten
+    after every variant, so a run killed midway keeps what it finished. ``resume``: continue an earlier
+    run of the same parent and settings (:func:`_resumable`): its rows are kept and only the variants
+    without a row (or whose row is an error), plus ``redo``, run. A full run is done in pieces this way;
+    ``runs`` in the result names the commit and variants of each piece. Latency is always measured
+    for every child in one timing run (interleaved, one process), so pieces stay comparable.
+    """
     from lrf_core.data import stratified_sample
     from lrf_core.finetune import FinetuneConfig, finetune
     from lrf_core.graph import model_cost
+    from lrf_core.model_io import save_model_atomic
     from lrf_core.rebuild import rebuild_model
     from lrf_core.search.compress import CompressData
 
-    variants = variants or mode.variants
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = _settings(mode)
+    previous = _resumable(out_dir / f"compare_{name}.json", settings, train_record, workdir) if resume else None
+    requested = [v for v in (variants or mode.variants) if f"{name}:{v}" not in mode.skip]
+    unknown = sorted(set(requested) - set(ALL_VARIANTS))
+    if unknown:
+        raise KeyError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(ALL_VARIANTS)}")
+    kept_rows = [r for r in (previous or {}).get("rows", []) if _variant_of(r) not in redo]
+    done = {_variant_of(r) for r in kept_rows}
+    to_run = [v for v in requested if v not in done]
+    rows = [r for r in kept_rows if _variant_of(r) not in to_run]
+    children = {r["variant"]: _child_path(workdir, r["variant"]) for r in rows if r["status"] == "ok"}
+    extras = {k: v for k, v in (previous or {}).get("extras", {}).items() if k in done and k not in to_run}
+    if previous:
+        log(f"{name}: resuming: {len(rows)} rows kept ({', '.join(sorted(done - set(to_run))) or 'none'}); "
+            f"running {', '.join(to_run) or 'none'}")
+    runs = list((previous or {}).get("runs") or ([{"commit": previous["machine"].get("git_commit"),
+                                                    "variants": [v for v in ALL_VARIANTS if v in done]}]
+                                                  if previous else []))
+    runs.append({"commit": machine_info()["git_commit"], "variants": to_run})
+    earlier_s = float((previous or {}).get("seconds") or 0.0)
+    earlier_rss = float((previous or {}).get("max_rss_mb") or 0.0)
+
     data = CompressData(stratified_sample(splits.train, mode.calibration, seed=0), splits.train, splits.val, splits.test)
     parent_cost = model_cost(parent)
     parent_acc = _accuracies(parent, splits)
     started = time.perf_counter()
 
-    # control: the parent given the same extra epochs as a child's fine-tune
-    extra = rebuild_model(parent, {}, name=f"{parent.name}_extra")
-    ft_config = FinetuneConfig(epochs=mode.finetune_epochs)
-    t0 = time.perf_counter()
-    ft = finetune(extra, splits.train, splits.val, ft_config)
-    extra_val, extra_test = _accuracies(extra, splits)
-    control = {"finetune": asdict(ft), "seconds": time.perf_counter() - t0, "val_accuracy": extra_val,
-               "test_accuracy": extra_test, "test_gain_points": 100.0 * (extra_test - parent_acc[1])}
-    epoch_s = ft.seconds_per_epoch or None
-    log(f"{name}: parent test {parent_acc[1]:.4f}; + {ft.epochs_run} extra epochs → {extra_test:.4f} "
-        f"({control['test_gain_points']:+.2f} points); one fine-tune epoch {epoch_s or float('nan'):.1f} s")
-    del extra
+    if previous:
+        control = previous["parent_extra_epochs"]
+        epoch_s = previous["finetune_epoch_s"]
+    else:  # control: the parent given the same extra epochs as a child's fine-tune
+        extra = rebuild_model(parent, {}, name=f"{parent.name}_extra")
+        t0 = time.perf_counter()
+        ft = finetune(extra, splits.train, splits.val, FinetuneConfig(epochs=mode.finetune_epochs))
+        extra_val, extra_test = _accuracies(extra, splits)
+        control = {"finetune": asdict(ft), "seconds": time.perf_counter() - t0, "val_accuracy": extra_val,
+                   "test_accuracy": extra_test, "test_gain_points": 100.0 * (extra_test - parent_acc[1])}
+        epoch_s = ft.seconds_per_epoch or None
+        del extra
+    log(f"{name}: parent test {parent_acc[1]:.4f}; + {mode.finetune_epochs} extra epochs → "
+        f"{control['test_accuracy']:.4f} ({control['test_gain_points']:+.2f} points); one fine-tune epoch "
+        f"{epoch_s or float('nan'):.1f} s")
 
-    def snapshot(rows, timing, extras, *, partial):
+    def snapshot(timing, *, partial):
+        order = {v: i for i, v in enumerate(ALL_VARIANTS)}
         return {
             "experiment": "compare",
             "model": name,
             "mode": mode.name,
             "partial": partial,
             "machine": machine_info(mode.threads),
-            "settings": {k: v for k, v in asdict(mode).items() if k not in ("scale", "models")},
+            "settings": settings,
             "gate_points": GATE_POINTS,
             "data": {"uri": splits.uri, "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
                      "calibration": mode.calibration},
@@ -549,18 +625,16 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
                        "val_accuracy": parent_acc[0], "test_accuracy": parent_acc[1], "cost_by_type": cost_by_type(parent)},
             "parent_extra_epochs": control,
             "finetune_epoch_s": epoch_s,
-            "rows": rows,
+            "rows": sorted(rows, key=lambda r: order.get(_variant_of(r), len(order))),
             "extras": extras,
             "timing": timing,
-            "seconds": time.perf_counter() - started,
-            "max_rss_mb": round(max_rss_bytes() / 2**20, 1),
+            "runs": runs,
+            "seconds": earlier_s + time.perf_counter() - started,
+            "max_rss_mb": round(max(earlier_rss, max_rss_bytes() / 2**20), 1),
         }
 
-    rows, children, extras = [], {}, {}
     compress_variants = _compress_variants(mode)
-    for variant in variants:
-        if f"{name}:{variant}" in mode.skip:
-            continue
+    for variant in to_run:
         gc.collect()
         t0 = time.perf_counter()
         try:
@@ -577,11 +651,9 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
                     r, c = run_objective_variants(mode, parent, data, splits, target)
                     new_rows += r
                     new_children.update(c)
-            elif variant == "dprp":
+            else:  # "dprp"
                 row, child = run_dprp(mode, parent, splits)
                 new_rows, new_children = [row], {"dprp": child}
-            else:
-                raise KeyError(f"unknown variant {variant!r}; known: {', '.join(ALL_VARIANTS)}")
         except Exception as error:  # one failing variant is a result, the others still run
             row = _empty_row(variant, "error", "")
             row.update(status="error", error=f"{type(error).__name__}: {error}"[:2000], total_s=time.perf_counter() - t0)
@@ -592,13 +664,16 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
             log(f"{name}/{row['variant']}: {row['status']}, params kept {_pct(row['params_kept'])}, MACs kept "
                 f"{_pct(row['macs_kept'])}, test drop no-FT {_pts(row['test_drop_no_ft'])} / final "
                 f"{_pts(row['test_drop'])}, search {row['search_wall_s'] or 0:.0f} s, total {time.perf_counter() - t0:.0f} s")
+        for key, child in new_children.items():  # saved now: a later piece of the run times it
+            children[key] = _child_path(workdir, key)
+            save_model_atomic(child, children[key])
         rows += new_rows
-        children.update(new_children)
-        write_result(out_dir / f"compare_{name}.json", snapshot(rows, {}, extras, partial=True))  # survives a kill
+        del new_children
+        write_result(out_dir / f"compare_{name}.json", snapshot({}, partial=True))  # survives a kill
 
-    timing = measure_latency(mode, name, parent, children, rows, workdir / name) if children else {}
+    timing = measure_latency(mode, name, parent, children, rows, workdir) if children else {}
     _fill_latency(rows, timing, parent_cost.macs)
-    result = snapshot(rows, timing, extras, partial=False)
+    result = snapshot(timing, partial=False)
     write_result(out_dir / f"compare_{name}.json", result)
     return result
 
@@ -612,7 +687,7 @@ def _pts(value) -> str:
 
 
 def run_zoo(mode: Mode, *, models: Optional[tuple[str, ...]] = None, variants=None, out_dir: Optional[Path] = None,
-            zoo_dir: Path = ZOO_DIR, retrain: bool = False) -> list[dict]:
+            zoo_dir: Path = ZOO_DIR, retrain: bool = False, resume: bool = False, redo: tuple[str, ...] = ()) -> list[dict]:
     """Train (or reuse) each parent of ``mode``, update ``zoo.json``, run :func:`run_model` on it."""
     from bench.zoo import load_or_train
 
@@ -630,7 +705,8 @@ def run_zoo(mode: Mode, *, models: Optional[tuple[str, ...]] = None, variants=No
         write_result(out_dir / "zoo.json", {"experiment": "zoo", "mode": mode.name, "machine": machine_info(mode.threads),
                                             "models": records})
         results.append(run_model(mode, name, parent, records[name], splits, out_dir=out_dir,
-                                 workdir=zoo_dir / "children" / mode.name, variants=variants))
+                                 workdir=zoo_dir / "children" / mode.name / name, variants=variants,
+                                 resume=resume and not retrain, redo=redo))
         del parent
         gc.collect()
     return results
@@ -644,11 +720,14 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", nargs="+", choices=list(ALL_VARIANTS))
     parser.add_argument("--out", type=Path, help="results directory (default: bench/results[/MODE])")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue an earlier run of the same parents and settings")
+    parser.add_argument("--redo", nargs="+", default=[], choices=list(ALL_VARIANTS), help="with --resume: run these again")
     args = parser.parse_args(argv)
     mode = MODES["quick" if args.quick else args.mode]
     configure_tensorflow()
     run_zoo(mode, models=tuple(args.models) if args.models else None,
-            variants=tuple(args.variants) if args.variants else None, out_dir=args.out, retrain=args.retrain)
+            variants=tuple(args.variants) if args.variants else None, out_dir=args.out, retrain=args.retrain,
+            resume=args.resume, redo=tuple(args.redo))
 
 
 if __name__ == "__main__":

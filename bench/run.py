@@ -4,7 +4,8 @@
 (``make bench-quick``; about 15 minutes). Results go to ``bench/results/`` (full) or
 ``bench/results/quick/``; the report to ``bench/REPORT.md`` (full) or ``bench/REPORT-quick.md``,
 rendered by :mod:`bench.report` from the JSON files alone. ``--skip`` leaves out parts
-(their existing result files are kept and still reported).
+(their existing result files are kept and still reported). ``--resume`` continues a zoo run that
+was stopped or done in pieces (``--variants``): finished variants are kept, the rest run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", help="zoo models to run (default: the mode's)")
     parser.add_argument("--variants", nargs="+", help="variants to run on each model (default: the mode's, in "
                                                       "bench.harness.ALL_VARIANTS order)")
+    parser.add_argument("--resume", action="store_true",
+                        help="zoo: continue an earlier run of the same parents and settings (keeps its rows, runs "
+                             "the variants it lacks, re-times every child)")
+    parser.add_argument("--redo", nargs="+", default=[], help="with --resume: variants to run again")
     parser.add_argument("--out", type=Path, help="results directory (default: bench/results[/MODE])")
     parser.add_argument("--report", type=Path, help="report file (default: bench/REPORT.md or bench/REPORT-MODE.md)")
     args = parser.parse_args(argv)
@@ -54,7 +59,7 @@ def main(argv=None) -> None:
     if "zoo" not in args.skip:
         t0 = time.perf_counter()
         run_zoo(mode, models=tuple(args.models) if args.models else None, out_dir=out,
-                variants=tuple(args.variants) if args.variants else None)
+                variants=tuple(args.variants) if args.variants else None, resume=args.resume, redo=tuple(args.redo))
         timings["zoo"] = time.perf_counter() - t0
     if "dask" not in args.skip:  # after the zoo: it searches a trained zoo parent
         from bench.dask_search import run_dask_search

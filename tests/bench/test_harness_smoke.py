@@ -95,3 +95,49 @@ def test_report_renders_markdown_and_plots(smoke_run, tmp_path):
     assert all(p.stat().st_size > 1000 for p in pngs)
     for png in pngs:  # every plot the report links to exists
         assert png.relative_to(tmp_path).as_posix() in text
+
+
+def test_a_resumed_run_keeps_finished_variants_and_runs_only_the_rest(smoke_run, tmp_path):
+    """A full run is done in pieces: a run killed before ``dprp`` is continued, not redone."""
+    import shutil
+
+    from bench.harness import MODES, run_zoo
+
+    out, zoo = smoke_run
+    shutil.copytree(out, tmp_path / "out")
+    shutil.copytree(zoo, tmp_path / "zoo")
+    compare = tmp_path / "out" / "compare_tiny_cnn.json"
+    before = json.loads(compare.read_text())
+    killed = {**before, "rows": [r for r in before["rows"] if r["variant"] != "dprp"], "partial": True}
+    compare.write_text(json.dumps(killed))
+
+    run_zoo(MODES["smoke"], out_dir=tmp_path / "out", zoo_dir=tmp_path / "zoo", resume=True)
+
+    after = json.loads(compare.read_text())
+    assert after["partial"] is False
+    assert [r["variant"] for r in after["rows"]] == [r["variant"] for r in before["rows"]]  # ALL_VARIANTS order
+    assert before["runs"][0]["variants"] == ["lrflow", "objective", "energy95_svd", "dprp"]
+    assert after["runs"] == [*before["runs"], {"commit": after["runs"][-1]["commit"], "variants": ["dprp"]}]
+    assert after["parent_extra_epochs"] == before["parent_extra_epochs"]  # the control is not trained again
+    old = {r["variant"]: r for r in before["rows"]}
+    for row in after["rows"]:
+        if row["variant"] != "dprp":  # kept as they were, apart from the latency re-measured for every child
+            assert {k: v for k, v in row.items() if k != "latency"} == {k: v for k, v in old[row["variant"]].items()
+                                                                     if k != "latency"}
+        if row["status"] == "ok":  # every child is timed again, in one interleaved run
+            assert row["latency"]["tf_b1_s"] > 0, row["variant"]
+    assert after["rows"][-1]["variant"] == "dprp" and after["rows"][-1]["status"] == "ok"
+
+
+def test_a_run_with_other_settings_is_not_resumed(smoke_run, tmp_path):
+    from bench.harness import MODES, _resumable, _settings
+
+    out, zoo = smoke_run
+    data = json.loads((out / "compare_tiny_cnn.json").read_text())
+    record = json.loads((out / "zoo.json").read_text())["models"]["tiny_cnn"]
+    workdir = zoo / "children" / "smoke" / "tiny_cnn"
+    settings = _settings(MODES["smoke"])
+    assert _resumable(out / "compare_tiny_cnn.json", settings, record, workdir)["rows"] == data["rows"]
+    assert _resumable(out / "compare_tiny_cnn.json", {**settings, "grid_points": 99}, record, workdir) is None
+    assert _resumable(out / "compare_tiny_cnn.json", settings, {**record, "request": {"seed": 1}}, workdir) is None
+    assert _resumable(tmp_path / "absent.json", settings, record, workdir) is None
