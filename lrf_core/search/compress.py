@@ -49,6 +49,7 @@ from lrf_core.search.candidates import (
 from lrf_core.search.jobs import (
     BaselineJob, GridJob, Job, JobResult, LayerMap, LayerWeights, RefitJob, local_map, run_job,
 )
+from lrf_core.search.model_guard import guard_model_latency
 from lrf_core.similarity import SIMILARITY_METRICS, SimilarityMetric
 
 __all__ = [
@@ -371,15 +372,31 @@ def search(
             f"candidates reaches {best}. Relax the target or allow more methods.", report,
         )
 
+    guard = None
+    if config.latency_guard:
+        with timer("latency"):
+            guard = guard_model_latency(alloc, lambda a: _latency_ratio(parent, a, model_latency_fn), baselines, totals,
+                                        config.targets)
+        alloc = guard.allocation
     with timer("refit"):
         if refit_on_compressed:
             alloc = sequential_at.refit_chosen(alloc)
         else:
             alloc = _refit_chosen(parent, summary, alloc, stats, config, parent_inputs, layer_map)
-    report = _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path)
+    report = _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path,
+                              reverted=guard.reverted if guard else ())
     if comparison:
         report["selection_comparison"] = comparison
+    if guard:
+        report["latency_guard"] = guard.as_dict()
     return SearchResult(alloc, report, totals)
+
+
+def _latency_ratio(parent: keras.Model, alloc: Allocation, model_latency_fn) -> float:
+    """Measured latency of the child built from ``alloc`` ÷ the parent's (timed interleaved)."""
+    child = rebuild_model(parent, {k: v.fitted for k, v in alloc.factorized.items()})
+    parent_s, child_s = model_latency_fn([parent, child])
+    return float(child_s) / float(parent_s)
 
 
 def finish(
@@ -657,7 +674,8 @@ def _targets_text(config: CompressConfig) -> str:
     return ", ".join(parts) or "none"
 
 
-def _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path) -> dict:
+def _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path, *,
+                     reverted: Sequence[str] = ()) -> dict:
     rows = []
     for name in layers:
         record = summary.record(name)
@@ -668,7 +686,8 @@ def _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, 
             "latency_before_s": base.latency_s,
         }
         if chosen is None:
-            row.update(status="dense", reason=_dense_reason(fronts[name], counts[name]),
+            reason = (REVERTED_REASON if name in reverted else _dense_reason(fronts[name], counts[name]))
+            row.update(status="dense", reason=reason,
                        params_after=base.cost.params, macs_after=base.cost.macs)
         else:
             row.update(
@@ -693,6 +712,9 @@ def _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, 
         "lambda_path": lambda_path,
         "phases_s": {k: round(v, 3) for k, v in timer.phases.items()},
     }
+
+
+REVERTED_REASON = "sent back to dense by the whole-model latency guard (the rebuilt child was slower than the parent)"
 
 
 def _dense_reason(front, counts) -> str:

@@ -153,6 +153,29 @@ def test_latency_guard_never_picks_a_slower_block(planted):
     for row in result.report["layers"]:
         if row["status"] == "factorized":
             assert row["latency_after_s"] <= row["latency_before_s"]
+    guard = result.report["latency_guard"]  # the whole child timed as fast as the parent: nothing given back
+    assert guard["limit_met"] and guard["reverted"] == [] and guard["ratio"] == 1.0
+
+
+def test_a_child_timed_slower_than_its_parent_gives_its_layers_back(planted):
+    """Blocks faster one by one, model slower (extra layer calls): the whole-model guard reverts layers."""
+    from lrf_core.search.compress import REVERTED_REASON
+
+    model, data = planted
+    calls = []
+
+    def model_latency_fn(models):  # every layer call costs the same: more layers, slower model
+        calls.append(len(models))
+        return [float(len(m.layers)) for m in models]
+
+    result = compress(model, data, _quick(max_drop=1.0, skip_layers=("head",), latency_guard=True),
+                      latency_fn=lambda specs, shape: 0.5 if len(specs) > 1 else 1.0, model_latency_fn=model_latency_fn)
+    guard = result.report["latency_guard"]
+    assert guard["steps"][0]["factorized"] == 2 and guard["steps"][0]["ratio"] > 1  # the search chose both convs
+    assert sorted(guard["reverted"]) == ["a", "b"] and guard["limit_met"]
+    assert {r["layer"]: (r["status"], r.get("reason")) for r in result.report["layers"]} == {
+        "a": ("dense", REVERTED_REASON), "b": ("dense", REVERTED_REASON)}
+    assert len(result.model.layers) == len(model.layers)  # the parent's structure, nothing factorized
 
 
 def test_same_seed_gives_the_same_report(planted):

@@ -1,0 +1,72 @@
+"""The whole-model latency guard: a child slower than its parent gives layers back, least useful first."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from lrf_core.graph import Cost
+from lrf_core.search.allocate import Allocation, CostTargets, LayerBaseline, ModelTotals
+from lrf_core.search.model_guard import guard_model_latency
+
+#: layer → (dense block latency, chosen block latency, params saved); the parent has 1000 params
+LAYERS = {"a": (1.0, 0.9, 100), "b": (1.0, 0.5, 300), "c": (2.0, 1.0, 200)}
+TOTALS = ModelTotals(params=1000, macs=1000, latency_s=10.0)
+
+
+def _setup():
+    baselines = {n: LayerBaseline(Cost(400, 400), dense) for n, (dense, _, _) in LAYERS.items()}
+    choice = {n: SimpleNamespace(latency_s=chosen, cost=Cost(400 - saved, 400 - saved), method="svd", rank=(1,))
+              for n, (_, chosen, saved) in LAYERS.items()}
+    return Allocation(choice, 0.5), baselines
+
+
+def _overhead_model(overhead: float):
+    """Child latency: parent 10 s, each factorized layer adds ``overhead`` and saves its block saving."""
+    timed = []
+
+    def ratio_of(alloc):
+        timed.append(tuple(sorted(alloc.factorized)))
+        child = TOTALS.latency_s + sum(overhead - (LAYERS[n][0] - LAYERS[n][1]) for n in alloc.factorized)
+        return child / TOTALS.latency_s
+
+    return ratio_of, timed
+
+
+def test_a_child_not_slower_than_its_parent_is_kept_as_is():
+    alloc, baselines = _setup()
+    ratio_of, timed = _overhead_model(0.05)  # savings 0.1, 0.5, 1.0 all beat the overhead
+    result = guard_model_latency(alloc, ratio_of, baselines, TOTALS, CostTargets())
+    assert result.allocation is alloc and result.met and result.reverted == ()
+    assert timed == [("a", "b", "c")] and result.steps[0].ratio == pytest.approx(1 - 1.45 / 10)
+
+
+def test_layers_go_back_to_dense_smallest_block_saving_first_until_the_child_is_not_slower():
+    alloc, baselines = _setup()
+    ratio_of, timed = _overhead_model(0.9)  # a: +0.8, b: +0.4, c: −0.1 → all three +1.1 s
+    result = guard_model_latency(alloc, ratio_of, baselines, TOTALS, CostTargets())
+    assert result.reverted == ("a", "b")  # a saves 0.1 s, b 0.5 s, c 1.0 s
+    assert sorted(result.allocation.factorized) == ["c"] and result.met
+    assert timed == [("a", "b", "c"), ("b", "c"), ("c",)]
+    assert [s.ratio for s in result.steps] == pytest.approx([1.11, 1.03, 0.99])
+    assert [s.block_saving_s for s in result.steps] == pytest.approx([0.1, 0.5, None])
+    assert result.as_dict()["ratio"] == pytest.approx(0.99)
+
+
+def test_a_child_slower_whatever_is_factorized_ends_as_the_parent():
+    alloc, baselines = _setup()
+    ratio_of, timed = _overhead_model(5.0)
+    result = guard_model_latency(alloc, ratio_of, baselines, TOTALS, CostTargets())
+    assert result.allocation.factorized == {} and result.met and result.reverted == ("a", "b", "c")
+    assert len(timed) == 3  # the parent itself is not timed against itself
+
+
+def test_the_guard_stops_before_breaking_a_cost_target_and_says_so():
+    alloc, baselines = _setup()
+    ratio_of, _ = _overhead_model(0.9)
+    # params kept: all three 400 of 1000; without a 500, without a and b 800: a target of 0.6 allows one revert
+    result = guard_model_latency(alloc, ratio_of, baselines, TOTALS, CostTargets(params=0.6))
+    assert result.reverted == ("a",) and not result.met
+    assert "b" in result.stopped_by and "cost target" in result.stopped_by
+    assert sorted(result.allocation.factorized) == ["b", "c"] and result.steps[-1].ratio == pytest.approx(1.03)
