@@ -10,6 +10,10 @@ passes only when every check holds:
   two models' shared difficulty cancels) puts at least ``confidence`` (95 %) of its mass on
   drops below ``max_drop + tolerance``. A 0.9-point drop measured on 200 images passes the
   first check by luck as often as not; this one refuses it;
+* ``compressed``: the child keeps less than all of the parent's params or MACs. A search
+  that factorized nothing (every candidate too inaccurate, or slower than its dense layer
+  on this machine) hands back a fine-tuned parent; promoting that as the compressed model
+  would be a lie;
 * cost checks: each fraction kept (params, MACs) at most its target, and the measured
   latency ratio child/parent at most ``max_latency_ratio + latency_tolerance`` (a
   compressed model must not be slower) when latency was measured. The tolerance absorbs
@@ -140,6 +144,8 @@ def gate_verdict(
         _check("accuracy_drop_points", float(drop), config.max_drop),
         GateCheck("confidence_drop_below_bound", confidence, "≥", config.confidence,
                   bool(confidence >= config.confidence), f"P(drop < {bound:g} points), paired bootstrap"),
+        GateCheck("compressed", min(params_kept, macs_kept), "<", 1.0, bool(min(params_kept, macs_kept) < 1.0),
+                  "smaller of params kept and MACs kept: the child must be cheaper than its parent"),
         *(_check(name, value, config.targets[name]) for name, value in
           (("params_kept", params_kept), ("macs_kept", macs_kept)) if name in config.targets),
         _check("latency_ratio", latency_ratio, config.max_latency_ratio + config.latency_tolerance,

@@ -88,3 +88,12 @@ def test_bad_inputs_are_refused():
         GateConfig(targets={"flops": 0.3})
     with pytest.raises(PlanError, match="confidence"):
         GateConfig(confidence=1.0)
+
+
+def test_a_child_that_compresses_nothing_is_refused():
+    """An empty factorization hands back a fine-tuned parent: never promoted as "compressed"."""
+    parent, _, labels = _pair(500, 0)
+    same = gate_verdict(parent, parent, labels, GateConfig(), params_kept=1.0, macs_kept=1.0)
+    assert [(c.name, c.value) for c in same.failed] == [("compressed", 1.0)]
+    macs_only = gate_verdict(parent, parent, labels, GateConfig(), params_kept=1.0, macs_kept=0.8)
+    assert macs_only.passed  # either saving counts
