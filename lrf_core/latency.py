@@ -49,6 +49,8 @@ __all__ = [
     "measure_block",
     "measure_dense_layer",
     "measure_model",
+    "measure_relative",
+    "MeasuredLatency",
     "measured_latency_fn",
     "default_latency_functions",
 ]
@@ -373,6 +375,15 @@ def _compiled(model: keras.Model) -> Callable[[tf.Tensor], Any]:
     return tf.function(lambda x: model(x, training=False), jit_compile=False, reduce_retracing=True)
 
 
+def _block_model(specs: Sequence[LayerSpec], shape: tuple[int, ...], batch: int) -> keras.Model:
+    """The chain as a model on ``keras.Input(shape, batch_size=batch)`` (random initial weights)."""
+    inputs = keras.Input(shape=shape, batch_size=batch)
+    x = inputs
+    for layer in instantiate_chain(specs, "latency_probe"):
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
 def measure_block(
     specs: Sequence[LayerSpec],
     input_shape: Sequence[int],
@@ -411,12 +422,7 @@ def measure_block(
     timing_specs = [_as_spec(spec) for spec in specs]
     _check_threads(config, logging.DEBUG)  # warned once by measured_latency_fn
     with tf.device(_device(config)):
-        layers = instantiate_chain(timing_specs, "latency_probe")
-        inputs = keras.Input(shape=shape, batch_size=config.batch)
-        x = inputs
-        for layer in layers:
-            x = layer(x)
-        model = keras.Model(inputs, x)
+        model = _block_model(timing_specs, shape, config.batch)
         (times,) = _time_interleaved([_compiled(model)], _fixed_input(shape, config.batch), config, timer)
     stats = LatencyStats.from_times(times, config.batch)
     logger.debug(
@@ -481,21 +487,70 @@ def measure_model(
     return [LatencyStats.from_times(t, config.batch) for t in times]
 
 
-def measured_latency_fn(config: TimingConfig, cache: Optional[LatencyCache] = None) -> LatencyFn:
-    """A :data:`LatencyFn` for the search: median seconds of :func:`measure_block`.
+def measure_relative(
+    reference: BlockLayers,
+    blocks: Sequence[BlockLayers],
+    input_shape: Sequence[int],
+    config: TimingConfig = TimingConfig(),
+    *,
+    timer: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Each block's latency ÷ the reference block's, timed together (paired, METHODS.md §3.7).
+
+    The reference (the dense layer) and every block are timed round-robin in one run; each
+    block's ratio is the median over rounds of ``t_block / t_reference`` within the same
+    round. Absolute timings taken minutes apart compare a block measured under one load with
+    a dense layer measured under another (a CI runner or a shared host changes load all the
+    time); ratios within a round see the same load.
+
+    Returns
+    -------
+    list of float, one ratio per block (< 1: faster than the reference)
+    """
+    if not blocks:
+        return []
+    shape = _check_input_shape(input_shape)
+    with tf.device(_device(config)):
+        models = [_block_model([_as_spec(s) for s in specs], shape, config.batch) for specs in (reference, *blocks)]
+        times = np.asarray(_time_interleaved([_compiled(m) for m in models], _fixed_input(shape, config.batch), config,
+                                             timer))
+    ratios = times[1:] / np.maximum(times[:1], 1e-12)  # (blocks, repeats): same-round pairs
+    return [float(r) for r in np.median(ratios, axis=1)]
+
+
+class MeasuredLatency:
+    """The search's :data:`LatencyFn` on this machine: ``fn(specs, input_shape) -> seconds`` is the
+    cached median of :func:`measure_block`; ``fn.relative(dense, blocks, input_shape)`` gives
+    paired ratios to the dense layer (:func:`measure_relative`), cached per (dense, block) key,
+    which is what the latency rule decides on."""
+
+    def __init__(self, config: TimingConfig, cache: Optional[LatencyCache] = None):
+        self.config = config
+        self.cache = cache if cache is not None else LatencyCache()
+        self._ratios: dict[tuple[str, str], float] = {}
+        _check_threads(config)
+
+    def __call__(self, specs: Sequence[LayerSpec], input_shape: tuple[int, ...]) -> float:
+        return measure_block(specs, input_shape, self.config, cache=self.cache).median_s
+
+    def relative(self, dense: BlockLayers, blocks: Sequence[BlockLayers], input_shape: tuple[int, ...]) -> list[float]:
+        dense_key = block_key(dense, input_shape, self.config)
+        keys = [(dense_key, block_key(b, input_shape, self.config)) for b in blocks]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._ratios))  # identical blocks timed once
+        fresh = measure_relative(dense, [blocks[keys.index(k)] for k in todo], input_shape, self.config)
+        self._ratios.update(zip(todo, fresh))
+        return [self._ratios[k] for k in keys]
+
+
+def measured_latency_fn(config: TimingConfig, cache: Optional[LatencyCache] = None) -> MeasuredLatency:
+    """A :data:`LatencyFn` for the search (:class:`MeasuredLatency`).
 
     Parameters
     ----------
     config : :class:`TimingConfig` used for every block
     cache : shared by every call (a fresh one when None), so each distinct block is timed once
     """
-    shared = cache if cache is not None else LatencyCache()
-    _check_threads(config)
-
-    def latency_fn(specs: Sequence[LayerSpec], input_shape: tuple[int, ...]) -> float:
-        return measure_block(specs, input_shape, config, cache=shared).median_s
-
-    return latency_fn
+    return MeasuredLatency(config, cache)
 
 
 def default_latency_functions(input_shape: Sequence[int]):

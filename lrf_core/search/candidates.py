@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from lrf_core.covariance import InputStatistics
-from lrf_core.decompose.base import Cost, LayerGeometry, Method
+from lrf_core.decompose.base import Cost, LayerGeometry, LayerSpec, Method
 from lrf_core.decompose.registry import get_method
 from lrf_core.factorize import FittedLayer, Objective, fit_layer
 from lrf_core.similarity import SimilarityMetric, feature_similarity
@@ -180,14 +180,26 @@ def drop_slower_than_dense(
     latency_fn: LatencyFn,
     dense_latency_s: Optional[float],
     counts: dict,
+    dense_specs: Optional[Sequence[LayerSpec]] = None,
 ) -> tuple[list[Candidate], dict]:
     """Step 3's latency rule: time each candidate's block; drop those slower than the dense layer.
 
+    When ``latency_fn`` can time blocks against the dense layer (``latency_fn.relative``, see
+    :class:`lrf_core.latency.MeasuredLatency`) and ``dense_specs`` is given, the rule decides on
+    those paired ratios and a kept block's ``latency_s`` is ``ratio × dense_latency_s``;
+    otherwise on absolute block times.
+
     Returns the kept candidates (with ``latency_s``) and ``counts`` with ``dropped_latency`` updated.
     """
+    shape = layer_input_shape(geometry)
+    relative = getattr(latency_fn, "relative", None)
+    if relative is not None and dense_specs is not None and dense_latency_s is not None:
+        ratios = relative(dense_specs, [c.fitted.specs for c in candidates], shape)
+        latencies = [r * dense_latency_s for r in ratios]
+    else:
+        latencies = [float(latency_fn(c.fitted.specs, shape)) for c in candidates]
     kept, dropped = [], 0
-    for c in candidates:
-        latency = float(latency_fn(c.fitted.specs, layer_input_shape(geometry)))
+    for c, latency in zip(candidates, latencies):
         if dense_latency_s is not None and latency > dense_latency_s:
             dropped += 1
             continue
@@ -201,10 +213,12 @@ def front_of(
     geometry: LayerGeometry,
     latency_fn: Optional[LatencyFn],
     dense_latency_s: Optional[float],
+    dense_specs: Optional[Sequence[LayerSpec]] = None,
 ) -> tuple[list[Candidate], dict]:
     """The latency rule (when ``latency_fn`` is given), then the Pareto filter; counts gain ``pareto``."""
     if latency_fn is not None:
-        candidates, counts = drop_slower_than_dense(candidates, geometry, latency_fn, dense_latency_s, counts)
+        candidates, counts = drop_slower_than_dense(candidates, geometry, latency_fn, dense_latency_s, counts,
+                                                    dense_specs)
     front = pareto_front(candidates)
     return front, {**counts, "pareto": len(front)}
 

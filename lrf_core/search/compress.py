@@ -460,7 +460,8 @@ def _layer_front(parent, name, fitted: JobResult, geometry, config, latency_fn, 
     """A layer's fitted candidates → latency rule and Pareto front (grid search only) → similarity."""
     candidates, counts = fitted
     if config.ranks is None:
-        candidates, counts = front_of(candidates, counts, geometry, latency_fn, baseline.latency_s)
+        candidates, counts = front_of(candidates, counts, geometry, latency_fn, baseline.latency_s,
+                                      _dense_specs(parent.get_layer(name)))
     layer = parent.get_layer(name)
     tail = feature_map_tail(parent, name)
     reference = reference_feature_map(layer, tail, layer_inputs)

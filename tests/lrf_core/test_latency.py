@@ -17,6 +17,7 @@ from lrf_core.latency import (
     measure_block,
     measure_dense_layer,
     measure_model,
+    measure_relative,
     measured_latency_fn,
 )
 
@@ -138,3 +139,53 @@ def test_measured_latency_fn_is_backed_by_the_cache():
     seconds = latency_fn(_chain(), (8, 8, 3))
     assert seconds > 0 and len(cache) == 1
     assert latency_fn(_chain(), (8, 8, 3)) == seconds and len(cache) == 1
+
+
+class LoadChangeTimer:
+    """Real time, but after ``switch_at`` reads the machine "gets 5× busier" (every interval ×5)."""
+
+    def __init__(self, switch_at: int):
+        self.reads, self.switch_at, self.fake, self.last = 0, switch_at, 0.0, None
+
+    def __call__(self) -> float:
+        import time
+
+        now = time.perf_counter()
+        if self.last is not None:
+            self.fake += (now - self.last) * (5.0 if self.reads >= self.switch_at else 1.0)
+        self.last, self.reads = now, self.reads + 1
+        return self.fake
+
+
+def _dense_and_chain():
+    dense = [LayerSpec("Dense", dict(units=512))]
+    chain = [LayerSpec("Dense", dict(units=8, use_bias=False)), LayerSpec("Dense", dict(units=512))]
+    return dense, chain
+
+
+def test_relative_timing_pairs_each_block_with_the_dense_layer():
+    dense, chain = _dense_and_chain()
+    config = TimingConfig(warmup=3, repeats=30, batch=64)
+    ratio_chain, ratio_same = measure_relative(dense, [chain, dense], (512,), config)
+    assert ratio_chain < 0.8  # 1/32 of the MACs; generous margin for a loaded machine
+    assert 0.5 < ratio_same < 2.0  # the dense layer against itself
+
+
+def test_a_load_change_between_timings_misleads_absolute_times_not_paired_ratios():
+    dense, chain = _dense_and_chain()
+    config = TimingConfig(warmup=3, repeats=30, batch=64)
+    timer = LoadChangeTimer(switch_at=10**9)
+    absolute_dense = measure_block(dense, (512,), config, timer=timer).median_s
+    timer.switch_at = timer.reads  # the load rises after the dense layer was timed
+    absolute_chain = measure_block(chain, (512,), config, timer=timer).median_s
+    (paired,) = measure_relative(dense, [chain], (512,), config, timer=timer)
+    assert paired < 0.8  # still measured faster: both sides saw the same load
+    assert absolute_chain > absolute_dense  # the absolute rule would have dropped the faster block
+
+
+def test_the_search_latency_function_caches_paired_ratios():
+    dense, chain = _dense_and_chain()
+    fn = measured_latency_fn(FAST)
+    first = fn.relative(dense, [chain, chain], (512,))
+    assert first[0] == first[1] and len(fn._ratios) == 1  # identical blocks timed once
+    assert fn.relative(dense, [chain], (512,)) == first[:1]  # cached: not timed again
