@@ -145,7 +145,7 @@ def gate_verdict(
         GateCheck("confidence_drop_below_bound", confidence, "≥", config.confidence,
                   bool(confidence >= config.confidence), f"P(drop < {bound:g} points), paired bootstrap"),
         GateCheck("compressed", min(params_kept, macs_kept), "<", 1.0, bool(min(params_kept, macs_kept) < 1.0),
-                  "smaller of params kept and MACs kept: the child must be cheaper than its parent"),
+                  "min(params, MACs) kept: the child must be cheaper"),
         *(_check(name, value, config.targets[name]) for name, value in
           (("params_kept", params_kept), ("macs_kept", macs_kept)) if name in config.targets),
         _check("latency_ratio", latency_ratio, config.max_latency_ratio + config.latency_tolerance,

@@ -12,13 +12,13 @@ activation). Higher is more similar for every metric:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
 from lrf_core.errors import LRFError
 
-__all__ = ["SimilarityMetric", "SIMILARITY_METRICS", "feature_similarity", "linear_cka"]
+__all__ = ["SimilarityMetric", "SIMILARITY_METRICS", "feature_similarity", "linear_cka", "similarity_to"]
 
 SimilarityMetric = Literal["cka", "cosine", "mse"]
 SIMILARITY_METRICS: tuple[str, ...] = ("cka", "cosine", "mse")
@@ -29,27 +29,60 @@ def _flatten(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], -1)
 
 
+class _CkaReference:
+    """One side of linear CKA, prepared once: the centred ``(N, p)`` matrix and its Gram norms.
+
+    The search scores every candidate of a layer against the same parent feature map, so the
+    reference's centring and Gram matrix (``O(N² p)``, as much as the whole candidate side)
+    are computed once per layer instead of once per candidate.
+    """
+
+    def __init__(self, x: np.ndarray):
+        x = _flatten(x)
+        self.x = x - x.mean(axis=0)
+        self._gram: dict[bool, tuple[np.ndarray, float]] = {}
+
+    def gram(self, feature_form: bool) -> tuple[np.ndarray, float]:
+        if feature_form not in self._gram:
+            g = self.x.T @ self.x if feature_form else self.x @ self.x.T
+            self._gram[feature_form] = (g, float(np.linalg.norm(g)))
+        return self._gram[feature_form]
+
+    def score(self, y: np.ndarray) -> float:
+        y = _flatten(y)
+        x = self.x
+        if x.shape[0] != y.shape[0]:
+            raise LRFError(f"CKA needs the same number of examples. Received {x.shape[0]} and {y.shape[0]}.")
+        y = y - y.mean(axis=0)
+        feature_form = max(x.shape[1], y.shape[1]) < x.shape[0]
+        _, norm_x = self.gram(feature_form)
+        if feature_form:
+            cross = np.linalg.norm(y.T @ x) ** 2
+            norm_y = np.linalg.norm(y.T @ y)
+        else:
+            gram_y = y @ y.T
+            cross = float(np.sum(self.gram(False)[0] * gram_y))
+            norm_y = np.linalg.norm(gram_y)
+        if norm_x == 0 or norm_y == 0:
+            return 1.0 if norm_x == norm_y else 0.0
+        return float(cross / (norm_x * norm_y))
+
+
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA of two activation sets ``(N, ...)`` with the same N (Kornblith et al. 2019).
 
     Uses the feature-space form when features < N and the Gram (N×N) form otherwise, so the
     cost is ``O(N · min(N, p)²)``-ish rather than ``O(p²)``.
     """
-    x, y = _flatten(x), _flatten(y)
-    if x.shape[0] != y.shape[0]:
-        raise LRFError(f"CKA needs the same number of examples. Received {x.shape[0]} and {y.shape[0]}.")
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
-    if max(x.shape[1], y.shape[1]) < x.shape[0]:
-        cross = np.linalg.norm(y.T @ x) ** 2
-        norm_x, norm_y = np.linalg.norm(x.T @ x), np.linalg.norm(y.T @ y)
-    else:
-        gram_x, gram_y = x @ x.T, y @ y.T
-        cross = float(np.sum(gram_x * gram_y))
-        norm_x, norm_y = np.linalg.norm(gram_x), np.linalg.norm(gram_y)
-    if norm_x == 0 or norm_y == 0:
-        return 1.0 if norm_x == norm_y else 0.0
-    return float(cross / (norm_x * norm_y))
+    return _CkaReference(x).score(y)
+
+
+def similarity_to(reference: np.ndarray, metric: SimilarityMetric = "cka") -> Callable[[np.ndarray], float]:
+    """``candidate ↦ feature_similarity(reference, candidate, metric)``, with the reference's share
+    of the work done once (many candidates are scored against one parent feature map)."""
+    if metric == "cka":
+        return _CkaReference(reference).score
+    return lambda candidate: feature_similarity(reference, candidate, metric)
 
 
 def feature_similarity(reference: np.ndarray, candidate: np.ndarray, metric: SimilarityMetric = "cka") -> float:

@@ -30,7 +30,7 @@ from lrf_core.covariance import InputStatistics
 from lrf_core.decompose.base import Cost, LayerGeometry, LayerSpec, Method
 from lrf_core.decompose.registry import get_method
 from lrf_core.factorize import FittedLayer, Objective, fit_layer
-from lrf_core.similarity import SimilarityMetric, feature_similarity
+from lrf_core.similarity import SimilarityMetric, similarity_to
 
 __all__ = ["Candidate", "rank_grid", "fit_candidates", "drop_slower_than_dense", "front_of",
            "pareto_front", "feature_map_tail", "score_similarity"]
@@ -270,13 +270,14 @@ def score_similarity(
         return []
     probe = type(layer).from_config(layer.get_config())
     probe(layer_inputs[:1])
+    similarity = similarity_to(reference_map, metric)
     scored = []
     for c in candidates:
         kernel = get_method(c.fitted.geometry.kind, c.method).reconstruct(c.fitted.factorization)
         weights = [kernel] + ([c.fitted.bias] if c.fitted.bias is not None else [])
         probe.set_weights([np.asarray(w, dtype=probe.dtype) for w in weights])
         out = probe(layer_inputs)
-        scored.append(c.with_scores(similarity=feature_similarity(reference_map, _apply_tail(tail, out), metric)))
+        scored.append(c.with_scores(similarity=similarity(_apply_tail(tail, out))))
     return scored
 
 

@@ -34,3 +34,15 @@ def test_unknown_metric_lists_the_allowed_ones(rng):
     x = rng.normal(size=(4, 3))
     with pytest.raises(LRFError, match="Allowed: cka, cosine, mse"):
         feature_similarity(x, x, "l2")
+
+
+@pytest.mark.parametrize("metric", ["cka", "cosine", "mse"])
+@pytest.mark.parametrize("features", [6, 300])  # feature form (p < N) and Gram form
+def test_a_prepared_reference_scores_like_the_plain_function(rng, metric, features):
+    from lrf_core.similarity import similarity_to
+
+    reference = rng.normal(size=(40, features))
+    score = similarity_to(reference, metric)
+    for noise in (0.0, 0.3, 3.0):  # the prepared side is reused across candidates
+        candidate = reference + noise * rng.normal(size=reference.shape)
+        assert score(candidate) == pytest.approx(feature_similarity(reference, candidate, metric), rel=1e-12, abs=1e-12)

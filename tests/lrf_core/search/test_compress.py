@@ -67,6 +67,26 @@ def test_accuracy_budget_holds_on_held_out_data(digits_parent, digits_data):
     assert result.model.count_params() < digits_parent.count_params()  # it did compress
 
 
+def test_a_clearly_too_aggressive_allocation_is_refused_on_part_of_the_estimation_set(digits_parent, digits_data,
+                                                                                        monkeypatch):
+    """The λ search reads a random prefix first and stops there when even the lower bound is over budget;
+    it chooses what the full reading chooses."""
+    from lrf_core.search import compress as core
+
+    config = _quick(max_drop=1.0, methods=SVD_ONLY)
+    monkeypatch.setattr(core, "EARLY_REJECT_EXAMPLES", 10**6)  # off: every point reads the whole set
+    full = core.search(digits_parent, digits_data, config)
+    monkeypatch.setattr(core, "EARLY_REJECT_EXAMPLES", 100)
+    early = core.search(digits_parent, digits_data, config)
+
+    n = max(p["examples"] for p in full.report["lambda_path"])
+    short = [p for p in early.report["lambda_path"] if p["examples"] == 100]
+    assert short and all(2 * p["est_drop"] - p["est_drop_ucb95"] > 1.0 for p in short)  # lower bound over budget
+    assert all(p["calibration_kl"] is None for p in short)
+    assert all(p["examples"] in (100, n) for p in early.report["lambda_path"])
+    assert early.allocation.key() == full.allocation.key()
+
+
 def test_mixed_methods_when_cheaper_and_forced_method_is_uniform(planted):
     model, data = planted
     mixed = compress(model, data, _quick(targets=CostTargets(params=0.5), skip_layers=("head",)))
