@@ -358,6 +358,11 @@ def observations(results: dict) -> list[str]:
         not_run = [v for v in (c.get("settings") or {}).get("variants", ()) if v not in ran]
         if not_run:
             notes.append(f"{name}: variants not in this run: {', '.join(not_run)}.")
+        pieces = [r for r in c.get("runs") or [] if r.get("variants")]
+        if len(pieces) > 1:  # a resumed run: rows from several commits, latency re-timed together at the end
+            notes.append(f"{name}: done in {len(pieces)} pieces (`--resume`): " + "; ".join(
+                f"{', '.join(r['variants'])} at {str(r.get('commit'))[:12]}" for r in pieces)
+                + ". Latency of every child comes from the last piece's single interleaved timing run.")
     for name, c in compare.items():
         gain = (c.get("parent_extra_epochs") or {}).get("test_gain_points")
         if gain is not None and gain > 0.5:

@@ -128,6 +128,11 @@ def test_a_resumed_run_keeps_finished_variants_and_runs_only_the_rest(smoke_run,
             assert row["latency"]["tf_b1_s"] > 0, row["variant"]
     assert after["rows"][-1]["variant"] == "dprp" and after["rows"][-1]["status"] == "ok"
 
+    from bench.report import load_results, render
+
+    text = render(load_results(tmp_path / "out"), tmp_path / "REPORT.md", results_dir=tmp_path / "out")
+    assert "tiny_cnn: done in 2 pieces (`--resume`)" in text and "dprp at " in text
+
 
 def test_a_run_with_other_settings_is_not_resumed(smoke_run, tmp_path):
     from bench.harness import MODES, _resumable, _settings
