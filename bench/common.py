@@ -153,6 +153,44 @@ class PeakRSS:
         return {"peak_rss_mb": round(self.peak / 2**20, 1), "peak_rss_delta_mb": round(self.delta / 2**20, 1)}
 
 
+def _busy_cpu_seconds() -> Optional[float]:
+    """CPU time the whole machine spent busy since boot (/proc/stat: all but idle and iowait)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class OtherLoad:
+    """How many cores other processes kept busy, on average, while a block ran.
+
+    The load average cannot tell the benchmark's own threads from anyone else's; this can:
+    machine busy time minus this process's (and its waited-for children's) CPU time, over
+    the wall time. On a shared machine a search timed while something else used a core is
+    slower than it would be alone; the report flags such rows. ``cores`` is None where
+    /proc/stat is unavailable.
+    """
+
+    cores: Optional[float] = None
+
+    def __enter__(self) -> "OtherLoad":
+        self._busy, self._own, self._t0 = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy, wall = _busy_cpu_seconds(), time.perf_counter() - self._t0
+        if busy is not None and self._busy is not None and wall > 0:
+            other = (busy - self._busy) - (_own_cpu_seconds() - self._own)
+            self.cores = round(max(other, 0.0) / wall, 2)
+
+
 @dataclass(frozen=True)
 class Splits:
     """Train (fine-tune and parent training), validation (early stopping), test (the gate)."""

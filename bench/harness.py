@@ -35,12 +35,13 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bench.common import (
-    FASHION_URI, RESULTS_DIR, ROOT, ZOO_DIR, PeakRSS, configure_tensorflow, load_splits, log, machine_info,
+    FASHION_URI, RESULTS_DIR, ROOT, ZOO_DIR, OtherLoad, PeakRSS, configure_tensorflow, load_splits, log, machine_info,
     max_rss_bytes, write_result,
 )
 
@@ -56,7 +57,7 @@ ROW_FIELDS = (
     "val_accuracy_no_ft", "test_accuracy_no_ft", "test_drop_no_ft",
     "val_accuracy", "test_accuracy", "test_drop", "gate_passed", "est_drop_ucb95",
     "search_wall_s", "search_phases_s", "finetune_s", "finetune_epochs", "finetune_epoch_s", "search_over_epoch",
-    "total_s", "peak_rss_mb", "peak_rss_delta_mb", "layers", "cost_by_type", "latency",
+    "total_s", "peak_rss_mb", "peak_rss_delta_mb", "other_cpu_cores", "layers", "cost_by_type", "latency",
 )
 
 #: Latency fields of each row (filled from :mod:`bench.timing`).
@@ -200,6 +201,13 @@ def _compress_variants(mode: Mode) -> dict:
 
 
 
+@contextmanager
+def _probed():
+    """Peak RSS and other processes' CPU use during a variant: ``probe()`` after the block gives the row fields."""
+    with PeakRSS() as memory, OtherLoad() as load:
+        yield lambda: {**memory.as_dict(), "other_cpu_cores": load.cores}
+
+
 def _empty_row(variant: str, family: str, description: str) -> dict:
     row = dict.fromkeys(ROW_FIELDS)
     row.update(variant=variant, family=family, description=description, status="ok")
@@ -284,7 +292,7 @@ def run_compress_variant(name, family, description, config, parent, data, splits
     row.update(objective=config.objective, selection=config.selection, finetuned=config.finetune.epochs > 0)
     started = time.perf_counter()
     profile_info = None
-    with PeakRSS() as memory:
+    with _probed() as probe:
         try:
             if profile:
                 searched, profile_info = _profiled(search, parent, data, config)
@@ -302,7 +310,7 @@ def run_compress_variant(name, family, description, config, parent, data, splits
             row["val_accuracy_no_ft"], row["test_accuracy_no_ft"] = _accuracies(child0, splits)
             del child0
             result = finish(parent, searched, data, config)
-    row.update(memory.as_dict())
+    row.update(probe())
     if searched is None:
         row.update(status="target_not_met", error=str(missed), layers=_layer_rows(missed.report["layers"]),
                    search_phases_s=missed.report["phases_s"])
@@ -333,7 +341,7 @@ def run_objective_variants(mode, parent, data, splits, target_macs: float):
     tag = f"{round(100 * target_macs)}"
     rows, children = [], {}
     started = time.perf_counter()
-    with PeakRSS() as memory:
+    with _probed() as probe:
         try:
             searched = search(parent, data, config)
             error = None
@@ -345,7 +353,7 @@ def run_objective_variants(mode, parent, data, splits, target_macs: float):
         row = _empty_row(name, "objective", f"plan of a Σ search for MACs ≤ {target_macs:.0%}, fitted with "
                                             f"{objective}, no fine-tune (equal ranks)")
         row.update(objective=objective, selection=config.selection, finetuned=False, search_wall_s=search_wall)
-        row.update(memory.as_dict())
+        row.update(probe())
         if searched is None:
             row.update(status="target_not_met", error=str(error), layers=_layer_rows(error.report["layers"]))
             rows.append(row)
@@ -374,12 +382,12 @@ def run_dprp(mode, parent, splits):
     row = _empty_row("dprp", "baseline", f"dynamic parameter rank pruning, {mode.dprp_epochs} epochs (training-time)")
     row.update(finetuned=True, methods=["svd"], objective="training", selection=None)
     started = time.perf_counter()
-    with PeakRSS() as memory:
+    with _probed() as probe:
         result = train_dprp(parent, splits.train, splits.val, DPRPConfig(epochs=mode.dprp_epochs))
     seconds = time.perf_counter() - started
     child = result.model
     val, test = _accuracies(child, splits)
-    row.update(memory.as_dict())
+    row.update(probe())
     row.update(val_accuracy=val, test_accuracy=test, search_wall_s=seconds, finetune_s=seconds,
                finetune_epochs=len(result.history), finetune_epoch_s=seconds / max(len(result.history), 1),
                total_s=seconds,
@@ -538,6 +546,7 @@ def _resumable(path: Path, settings: dict, train_record: dict, workdir: Path) ->
     if why:
         log(f"{path.name}: not resumed: {why}; running every variant")
         return None
+    previous["rows"] = [{**dict.fromkeys(ROW_FIELDS), **r} for r in previous["rows"]]  # fields added since: unknown
     missing = [r["variant"] for r in previous["rows"] if r["status"] == "ok" and not _child_path(workdir, r["variant"]).exists()]
     previous["rows"] = [r for r in previous["rows"]
                         if not (r["status"] == "error" or _variant_of(r) in {_variant_of(m) for m in

@@ -32,6 +32,8 @@ GOALS = {
 }
 #: The zoo's models in report order (bench.harness.MODES["full"].models); any other model follows.
 ZOO_ORDER = ("fashion_vgg", "fashion_resnet", "fashion_mobilenetv2")
+#: Other processes' average busy cores during a variant above which its timings are flagged.
+CONTENTION_CORES = 0.3
 FAMILY_COLORS = {"lrflow": "#d62728", "selection": "#ff7f0e", "uniform": "#1f77b4", "objective": "#2ca02c",
                  "baseline": "#9467bd", "error": "#7f7f7f"}
 
@@ -368,6 +370,12 @@ def observations(results: dict) -> list[str]:
         if gain is not None and gain > 0.5:
             notes.append(f"{name}: the parent gains {gain:+.2f} points from the fine-tune epochs alone, so it was not "
                          f"converged; compare fine-tuned children with the control column, not with the parent.")
+        busy = [f"{r['variant']} ({r['other_cpu_cores']:.1f})" for r in c["rows"]
+                if (r.get("other_cpu_cores") or 0) >= CONTENTION_CORES]
+        if busy:
+            notes.append(f"{name}: other processes kept cores busy while these variants ran (average cores in "
+                         f"brackets): {', '.join(busy)}. Their search and fine-tune times are inflated; "
+                         f"`--resume --redo` them on a quiet machine.")
         idle = [r["variant"] for r in c["rows"] if r["status"] == "ok" and r["params_kept"] is not None
                 and r["params_kept"] >= 0.9999 and r["macs_kept"] >= 0.9999]
         if idle:

@@ -52,7 +52,7 @@ def test_compare_json_has_every_field(smoke_run):
         if row["status"] == "ok":
             assert row["params"] > 0 and 0 < row["macs_kept"] <= 1.0
             assert row["test_accuracy"] is not None and row["gate_passed"] in (True, False)
-            assert row["search_wall_s"] is not None and row["peak_rss_mb"] > 0
+            assert row["search_wall_s"] is not None and row["peak_rss_mb"] > 0 and row["other_cpu_cores"] >= 0
             assert set(row["latency"]) == set(LATENCY_FIELDS), row["variant"]
             assert row["latency"]["tf_b1_s"] > 0 and row["latency"]["tf_b64_s"] > 0
     timing = data["timing"]
@@ -146,3 +146,24 @@ def test_a_run_with_other_settings_is_not_resumed(smoke_run, tmp_path):
     assert _resumable(out / "compare_tiny_cnn.json", {**settings, "grid_points": 99}, record, workdir) is None
     assert _resumable(out / "compare_tiny_cnn.json", settings, {**record, "request": {"seed": 1}}, workdir) is None
     assert _resumable(tmp_path / "absent.json", settings, record, workdir) is None
+
+
+def test_other_processes_cpu_use_is_measured():
+    """A busy-looping child process during the block shows up as about one other core."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.common import OtherLoad
+
+    with OtherLoad() as quiet:
+        time.sleep(0.5)
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.5)  # interpreter start-up
+        with OtherLoad() as busy:
+            time.sleep(1.5)
+    finally:
+        spinner.wait()
+    assert quiet.cores is not None and quiet.cores >= 0
+    assert busy.cores >= 0.6  # one spinning core (a shared machine only adds to it)
