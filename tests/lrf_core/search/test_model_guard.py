@@ -50,7 +50,7 @@ def test_layers_go_back_to_dense_smallest_block_saving_first_until_the_child_is_
     assert sorted(result.allocation.factorized) == ["c"] and result.met
     assert timed == [("a", "b", "c"), ("b", "c"), ("c",)]
     assert [s.ratio for s in result.steps] == pytest.approx([1.11, 1.03, 0.99])
-    assert [s.block_saving_s for s in result.steps] == pytest.approx([0.1, 0.5, None])
+    assert [s.reverted for s in result.steps] == [(), ("a",), ("a", "b")]
     assert result.as_dict()["ratio"] == pytest.approx(0.99)
 
 
@@ -59,7 +59,8 @@ def test_a_child_slower_whatever_is_factorized_ends_as_the_parent():
     ratio_of, timed = _overhead_model(5.0)
     result = guard_model_latency(alloc, ratio_of, baselines, TOTALS, CostTargets())
     assert result.allocation.factorized == {} and result.met and result.reverted == ("a", "b", "c")
-    assert len(timed) == 3  # the parent itself is not timed against itself
+    assert len(timed) == 3 and () not in timed  # the parent itself is not timed against itself
+    assert result.ratio == 1.0
 
 
 def test_the_guard_stops_before_breaking_a_cost_target_and_says_so():
@@ -68,5 +69,29 @@ def test_the_guard_stops_before_breaking_a_cost_target_and_says_so():
     # params kept: all three 400 of 1000; without a 500, without a and b 800: a target of 0.6 allows one revert
     result = guard_model_latency(alloc, ratio_of, baselines, TOTALS, CostTargets(params=0.6))
     assert result.reverted == ("a",) and not result.met
-    assert "b" in result.stopped_by and "cost target" in result.stopped_by
+    assert "sending b back" in result.stopped_by and "cost target" in result.stopped_by
     assert sorted(result.allocation.factorized) == ["b", "c"] and result.steps[-1].ratio == pytest.approx(1.03)
+
+
+def test_many_layers_need_few_timings():
+    """Bisection over how many layers go back: about log2(n) + 2 timings, and the fewest that suffice."""
+    names = [f"l{i:02d}" for i in range(32)]
+    baselines = {n: LayerBaseline(Cost(100, 100), 1.0) for n in names}
+    # layer i saves 0.01·i s of block time; each factorized layer costs 0.25 s of calls
+    choice = {n: SimpleNamespace(latency_s=1.0 - 0.01 * i, cost=Cost(50, 50), method="svd", rank=(1,))
+              for i, n in enumerate(names)}
+    alloc = Allocation(choice, 0.5)
+    timed = []
+
+    def child_ratio(factorized):
+        return (100.0 + sum(0.25 - 0.01 * int(n[1:]) for n in factorized)) / 100.0
+
+    def ratio_of(a):
+        timed.append(len(a.factorized))
+        return child_ratio(a.factorized)
+
+    result = guard_model_latency(alloc, ratio_of, baselines, ModelTotals(3200, 3200, 100.0), CostTargets())
+    fewest = next(k for k in range(33) if child_ratio(names[k:]) <= 1.0)  # by brute force
+    assert 0 < fewest < 32
+    assert result.reverted == tuple(names[:fewest]) and result.met and result.ratio <= 1.0
+    assert len(timed) <= 2 + 5  # log2(32) = 5
