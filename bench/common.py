@@ -175,7 +175,8 @@ class OtherLoad:
     machine busy time minus this process's (and its waited-for children's) CPU time, over
     the wall time. On a shared machine a search timed while something else used a core is
     slower than it would be alone; the report flags such rows. ``cores`` is None where
-    /proc/stat is unavailable.
+    /proc/stat is unavailable. Children count as "own" only once reaped (``RUSAGE_CHILDREN``):
+    the timing subprocess is; a Dask worker still running would count as other load.
     """
 
     cores: Optional[float] = None

@@ -539,8 +539,8 @@ def _resumable(path: Path, settings: dict, train_record: dict, workdir: Path) ->
     why = None
     if previous.get("settings") != settings:
         why = "the mode's settings changed"
-    elif (previous.get("parent") or {}).get("request") != train_record.get("request"):
-        why = "the parent is not the same (training request differs)"
+    elif any((previous.get("parent") or {}).get(k) != v for k, v in json.loads(json.dumps(train_record)).items()):
+        why = "the parent is not the same (its training record differs: retrained or another request)"
     elif previous.get("parent_extra_epochs") is None:
         why = "it has no parent control"
     if why:
@@ -581,6 +581,7 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
     unknown = sorted(set(requested) - set(ALL_VARIANTS))
     if unknown:
         raise KeyError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(ALL_VARIANTS)}")
+    redo = set(redo) & set(requested)  # a row is only dropped when its variant runs again
     kept_rows = [r for r in (previous or {}).get("rows", []) if _variant_of(r) not in redo]
     done = {_variant_of(r) for r in kept_rows}
     to_run = [v for v in requested if v not in done]
@@ -591,7 +592,8 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
         log(f"{name}: resuming: {len(rows)} rows kept ({', '.join(sorted(done - set(to_run))) or 'none'}); "
             f"running {', '.join(to_run) or 'none'}")
     runs = list((previous or {}).get("runs") or ([{"commit": previous["machine"].get("git_commit"),
-                                                    "variants": [v for v in ALL_VARIANTS if v in done]}]
+                                                    "variants": [v for v in ALL_VARIANTS if v in
+                                                                 {_variant_of(r) for r in previous["rows"]}]}]
                                                   if previous else []))
     runs.append({"commit": machine_info()["git_commit"], "variants": to_run})
     earlier_s = float((previous or {}).get("seconds") or 0.0)
@@ -638,7 +640,7 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
             "extras": extras,
             "timing": timing,
             "runs": runs,
-            "seconds": earlier_s + time.perf_counter() - started,
+            "seconds": earlier_s + time.perf_counter() - started,  # every piece's wall time (redone variants too)
             "max_rss_mb": round(max(earlier_rss, max_rss_bytes() / 2**20), 1),
         }
 
@@ -681,6 +683,8 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
         write_result(out_dir / f"compare_{name}.json", snapshot({}, partial=True))  # survives a kill
 
     timing = measure_latency(mode, name, parent, children, rows, workdir) if children else {}
+    for row in rows:  # a kept row's latency came from an earlier timing run: only this run's counts
+        row["latency"] = None
     _fill_latency(rows, timing, parent_cost.macs)
     result = snapshot(timing, partial=False)
     write_result(out_dir / f"compare_{name}.json", result)

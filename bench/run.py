@@ -30,12 +30,19 @@ def main(argv=None) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="zoo: continue an earlier run of the same parents and settings (keeps its rows, runs "
                              "the variants it lacks, re-times every child)")
-    parser.add_argument("--redo", nargs="+", default=[], help="with --resume: variants to run again")
+    parser.add_argument("--redo", nargs="+", default=[], help="with --resume: variants to run again (from "
+                                                                "bench.harness.ALL_VARIANTS)")
     parser.add_argument("--out", type=Path, help="results directory (default: bench/results[/MODE])")
     parser.add_argument("--report", type=Path, help="report file (default: bench/REPORT.md or bench/REPORT-MODE.md)")
     args = parser.parse_args(argv)
 
-    from bench.harness import MODES, run_zoo
+    from bench.harness import ALL_VARIANTS, MODES, run_zoo
+
+    unknown = sorted(set(args.redo) - set(ALL_VARIANTS))
+    if unknown:
+        parser.error(f"--redo: unknown variant(s) {', '.join(unknown)}; known: {', '.join(ALL_VARIANTS)}")
+    if args.redo and not args.resume:
+        parser.error("--redo only makes sense with --resume (without it every variant runs anyway)")
 
     mode = MODES[args.mode or ("quick" if args.quick else "full")]
     out = args.out or mode.results_dir

@@ -436,6 +436,8 @@ def _calibration_checks(
 # ----------------------------------------------------------------------------------------
 ACCURACY_DROP = "accuracy_drop_points"
 LATENCY_RATIO = "latency_ratio"
+#: min(params kept, MACs kept): below 1 when the child is cheaper than its parent at all.
+COMPRESSED = "compressed"
 
 
 def validate_gate_metrics(
@@ -456,6 +458,8 @@ def validate_gate_metrics(
     * ``accuracy_drop_points <= max_drop``: parent minus child accuracy, percentage points;
     * ``<key> <= target`` for each ``compression_target`` entry, e.g. ``params_kept <= 0.5``:
       the fraction of the parent's parameters (MACs, ...) that the child keeps;
+    * ``compressed < 1`` when the metrics have it: ``min(params kept, MACs kept)``, so a child
+      that compresses nothing fails;
     * ``latency_ratio <= max_latency_ratio``: child / parent latency. When the metrics have no
       ``latency_ratio`` this check is not run and is reported as skipped.
 
@@ -494,6 +498,12 @@ def validate_gate_metrics(
         )
         for key, target in (compression_target or {}).items()
     ]
+    if COMPRESSED in metrics:
+        checks.append(_max_check(
+            COMPRESSED, 1.0 - 1e-9, meaning="the child keeps less than all of the parent's params or MACs",
+            advice="the search factorized nothing: allow more methods, a larger accuracy budget, or (on a busy "
+            "host) re-run so the latency rule sees quiet timings",
+        ))
     latency = _max_check(
         LATENCY_RATIO, max_latency_ratio,
         meaning=f"latency ratio (child/parent) <= {max_latency_ratio:g}",

@@ -374,7 +374,9 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     validation = out_dir / "validation"
     metrics = expectations.validate_gate_metrics(
         {"accuracy_drop_points": verdict.drop_points, "params_kept": c_cost.params / p_cost.params,
-         "macs_kept": c_cost.macs / max(p_cost.macs, 1), **({"latency_ratio": latency_ratio} if latency_ratio else {})},
+         "macs_kept": c_cost.macs / max(p_cost.macs, 1),
+         "compressed": min(c_cost.params / p_cost.params, c_cost.macs / max(p_cost.macs, 1)),
+         **({"latency_ratio": latency_ratio} if latency_ratio else {})},
         max_drop=g.max_drop, compression_target=targets or None,
         max_latency_ratio=g.max_latency_ratio + g.latency_tolerance,
         docs_dir=validation / "data-docs",

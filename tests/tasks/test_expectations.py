@@ -288,6 +288,13 @@ def test_gate_fails_on_compression_fraction_above_target():
     assert outcome.result("params_kept").description == "params_kept <= 0.5: observed 0.7"
 
 
+def test_gate_fails_on_a_child_that_compresses_nothing():
+    outcome = gate({**GOOD_METRICS, "compressed": 1.0})
+    assert failed_checks(outcome) == ["compressed"]
+    assert "keeps less than all of the parent's params or MACs" in error_message(outcome)
+    assert gate({**GOOD_METRICS, "compressed": 0.55}).success
+
+
 def test_gate_fails_on_latency_ratio_above_limit():
     outcome = gate({**GOOD_METRICS, "latency_ratio": 1.2})
     assert failed_checks(outcome) == ["latency_ratio"]

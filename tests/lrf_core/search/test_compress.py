@@ -11,7 +11,7 @@ import pytest
 from lrf_core.data import Dataset
 from lrf_core.finetune import FinetuneConfig
 from lrf_core.search.allocate import CostTargets
-from lrf_core.search.compress import CompressConfig, CompressData, TargetNotMetError, compress
+from lrf_core.search.compress import CompressConfig, CompressData, TargetNotMetError, compress, search
 
 pytestmark = pytest.mark.slow
 SVD_ONLY = {"conv2d": ("svd",), "dense": ("svd",)}
@@ -196,6 +196,22 @@ def test_a_child_timed_slower_than_its_parent_gives_its_layers_back(planted):
     assert {r["layer"]: (r["status"], r.get("reason")) for r in result.report["layers"]} == {
         "a": ("dense", REVERTED_REASON), "b": ("dense", REVERTED_REASON)}
     assert len(result.model.layers) == len(model.layers)  # the parent's structure, nothing factorized
+
+
+def test_after_the_guard_sends_a_layer_back_the_budget_is_estimated_again(planted):
+    model, data = planted
+
+    def model_latency_fn(models):  # slower only with both convs factorized
+        return [1.1 if {"a", "b"} <= {l.name.split("_lrf_")[0] for l in m.layers if "_lrf_" in l.name} else 1.0
+                for m in models]
+
+    searched = search(model, data, _quick(max_drop=1.0, skip_layers=("head",), latency_guard=True),
+                      latency_fn=lambda specs, shape: 0.5 if len(specs) > 1 else 1.0, model_latency_fn=model_latency_fn)
+    guard = searched.report["latency_guard"]
+    assert len(guard["reverted"]) == 1 and len(searched.allocation.factorized) == 1
+    last = searched.report["lambda_path"][-1]  # the allocation kept, evaluated on the whole estimation set
+    assert guard["est_drop_ucb95_after"] == last["est_drop_ucb95"] and last["examples"] == max(
+        p["examples"] for p in searched.report["lambda_path"])
 
 
 def test_same_seed_gives_the_same_report(planted):

@@ -94,4 +94,20 @@ def test_many_layers_need_few_timings():
     fewest = next(k for k in range(33) if child_ratio(names[k:]) <= 1.0)  # by brute force
     assert 0 < fewest < 32
     assert result.reverted == tuple(names[:fewest]) and result.met and result.ratio <= 1.0
-    assert len(timed) <= 2 + 5  # log2(32) = 5
+    assert len(result.steps) <= 2 + 5 and len(timed) <= 2 * len(result.steps)  # log2(32) = 5; near the limit twice
+
+
+def test_a_child_timed_just_over_the_limit_is_timed_again():
+    alloc, baselines = _setup()
+    ratios = iter([1.01, 0.97])  # noise: the second timing says faster; the average (0.99) decides
+
+    result = guard_model_latency(alloc, lambda a: next(ratios), baselines, TOTALS, CostTargets())
+    assert result.reverted == () and result.met and result.ratio == pytest.approx(0.99)
+
+
+def test_when_no_layer_may_go_back_the_child_is_not_timed_again():
+    alloc, baselines = _setup()
+    ratio_of, timed = _overhead_model(0.9)
+    result = guard_model_latency(alloc, ratio_of, baselines, TOTALS, CostTargets(params=0.45))  # 400 ≤ 450 < 500
+    assert timed == [("a", "b", "c")] and not result.met and result.reverted == ()
+    assert result.ratio == pytest.approx(1.11) and "sending a back" in result.stopped_by
