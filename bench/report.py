@@ -345,6 +345,9 @@ def observations(results: dict) -> list[str]:
              "paired 95 % upper bound of the drop over validation + 2 048 training images; the gate here is the test "
              "drop **after** the fine-tune. The budget is therefore conservative by design: the `lrflow_target` row "
              "(when run) shows what the goal's cost targets cost in accuracy after the fine-tune.",
+             "Every variant runs with the latency guard off (the `lrf_core` default; the pipeline's `params.yaml` "
+             "turns it on), so the latency columns show what the factorizations do unguarded: with the guard, a "
+             "child timed slower than its parent gives layers back before the fine-tune.",
              "Params and MACs are lrflow's cost model (`lrf_core.graph.model_cost`; MACs per image, FLOPs ≈ 2 × MACs); "
              "peak RSS is the whole benchmark process sampled every 20 ms (\"+\" is the rise during the variant)."]
     compare = results["compare"]
