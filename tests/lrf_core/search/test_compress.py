@@ -286,3 +286,15 @@ def test_latency_target_without_timing_functions_is_refused(planted):
 
     with pytest.raises(LRFError, match="need latency functions"):
         compress(model, data, _quick(targets=CostTargets(latency=0.5)))
+
+
+def test_the_compiled_forward_pass_gives_keras_predict_outputs(digits_parent, digits_data):
+    from lrf_core.search.compress import _predict
+
+    x = digits_data.val.x
+    expected = digits_parent.predict(x, batch_size=256, verbose=0)
+    assert len(x) % 64  # the last batch is short
+    out = _predict(digits_parent, x, batch_size=64)
+    assert out.dtype == np.float64 and out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert _predict(digits_parent, x[:0]).shape == (0, expected.shape[1])
