@@ -548,9 +548,8 @@ def _resumable(path: Path, settings: dict, train_record: dict, workdir: Path) ->
         return None
     previous["rows"] = [{**dict.fromkeys(ROW_FIELDS), **r} for r in previous["rows"]]  # fields added since: unknown
     missing = [r["variant"] for r in previous["rows"] if r["status"] == "ok" and not _child_path(workdir, r["variant"]).exists()]
-    previous["rows"] = [r for r in previous["rows"]
-                        if not (r["status"] == "error" or _variant_of(r) in {_variant_of(m) for m in
-                                                                             previous["rows"] if m["variant"] in missing})]
+    gone = {_variant_of(r) for r in previous["rows"] if r["variant"] in missing}  # objective: all its rows run again
+    previous["rows"] = [r for r in previous["rows"] if r["status"] != "error" and _variant_of(r) not in gone]
     if missing:
         log(f"{path.name}: children of {', '.join(missing)} are gone; those variants run again")
     return previous

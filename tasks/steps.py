@@ -367,15 +367,16 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
                              bootstrap_samples=g.bootstrap_samples, max_latency_ratio=g.max_latency_ratio,
                              latency_tolerance=g.latency_tolerance,
                              targets=targets, seed=params.seed)
+    params_kept, macs_kept = c_cost.params / p_cost.params, c_cost.macs / max(p_cost.macs, 1)
     predict = lambda m: np.asarray(m.predict(splits.test.x, batch_size=256, verbose=0), dtype=np.float64)  # noqa: E731
     verdict = gate_verdict(predict(parent), predict(child), splits.test.y, gate_config,
-                           params_kept=c_cost.params / p_cost.params, macs_kept=c_cost.macs / max(p_cost.macs, 1),
+                           params_kept=params_kept, macs_kept=macs_kept,
                            latency_ratio=latency_ratio)
     validation = out_dir / "validation"
     metrics = expectations.validate_gate_metrics(
-        {"accuracy_drop_points": verdict.drop_points, "params_kept": c_cost.params / p_cost.params,
-         "macs_kept": c_cost.macs / max(p_cost.macs, 1),
-         "compressed": min(c_cost.params / p_cost.params, c_cost.macs / max(p_cost.macs, 1)),
+        {"accuracy_drop_points": verdict.drop_points, "params_kept": params_kept,
+         "macs_kept": macs_kept,
+         "compressed": min(params_kept, macs_kept),
          **({"latency_ratio": latency_ratio} if latency_ratio else {})},
         max_drop=g.max_drop, compression_target=targets or None,
         max_latency_ratio=g.max_latency_ratio + g.latency_tolerance,
@@ -397,8 +398,8 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     files["report.json"] = FileRef.of(out_dir / "report.json")
     summary = {
         "passed": passed, "drop_points": verdict.drop_points, "parent_test_accuracy": verdict.parent_accuracy,
-        "child_test_accuracy": verdict.child_accuracy, "params_kept": c_cost.params / p_cost.params,
-        "macs_kept": c_cost.macs / max(p_cost.macs, 1), "latency_ratio": latency_ratio,
+        "child_test_accuracy": verdict.child_accuracy, "params_kept": params_kept,
+        "macs_kept": macs_kept, "latency_ratio": latency_ratio,
         "parent_params": p_cost.params, "child_params": c_cost.params, "parent_macs": p_cost.macs, "child_macs": c_cost.macs,
         "checks": [asdict(c) for c in verdict.checks],
     }

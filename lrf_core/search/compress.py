@@ -403,7 +403,7 @@ def search(
             f"candidates reaches {best}. Relax the target or allow more methods.", report,
         )
 
-    guard = None
+    guard, after_guard = None, None
     if config.latency_guard:
         with timer("latency"):
             guard = guard_model_latency(alloc, lambda a: _latency_ratio(parent, a, model_latency_fn), baselines, totals,
@@ -423,7 +423,7 @@ def search(
         report["selection_comparison"] = comparison
     if guard:
         report["latency_guard"] = guard.as_dict()
-        if guard.reverted and alloc.factorized and config.max_drop is not None:
+        if after_guard is not None:
             report["latency_guard"]["est_drop_ucb95_after"] = after_guard["est_drop_ucb95"]
     return SearchResult(alloc, report, totals)
 
