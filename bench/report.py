@@ -274,7 +274,7 @@ def goals(results: dict) -> list[dict]:
         gains = [(m, f["test_drop_no_ft"] - s["test_drop_no_ft"]) for m, s, f in cmp_rows]
         out.append({"goal": "Σ ≥ 1 point better than Frobenius at equal ranks (no fine-tune, MACs ≤ 50 %)",
                     "value": ", ".join(f"{m} {g:+.2f} pt" for m, g in gains),
-                    "met": all(g >= GOALS["sigma_vs_frobenius_points"] for _, g in gains), "why": ""})
+                    "met": all(g >= GOALS["sigma_vs_frobenius_points"] for _, g in gains), "why": _sigma_blame(compare)})
     # 3. latency
     lat_rows = [(m, r) for m, c in compare.items() for r in c["rows"]
                 if r["status"] == "ok" and r.get("latency") and (r["macs_kept"] or 1) < 0.999]
@@ -295,7 +295,7 @@ def goals(results: dict) -> list[dict]:
             slower = [(m, v, s) for m, v, s in vals if s < 1.0]
             out.append({"goal": f"no compressed model slower than its parent ({label})",
                         "value": f"{len(slower)}/{len(vals)} slower" + (f"; slowest {min(slower, key=lambda t: t[2])[1]} on {min(slower, key=lambda t: t[2])[0]} ×{min(s for *_, s in slower):.2f}" if slower else ""),
-                        "met": not slower, "why": _noise(compare, key)})
+                        "met": not slower, "why": _slow_blame(compare, key)})
     # 4. search time
     if lr:
         vals = {m: r["search_over_epoch"] for m, r in lr.items() if r["search_over_epoch"] is not None}
@@ -419,22 +419,75 @@ def _profile_blame(compare) -> str:
     return (". Self time (cProfile of the default search): " + "; ".join(parts)) if parts else ""
 
 
-def _block_blame(compare) -> str:
-    blocks = [b for c in compare.values() for b in (c.get("timing") or {}).get("blocks", [])]
-    if not blocks:
-        return ""
-    by_type: dict = {}
-    for b in blocks:
-        key = f"{b['type']} → {b['method']}"
-        slot = by_type.setdefault(key, [])
-        macs_ratio = b["macs_before"] / b["macs_after"] if b.get("macs_after") else None
-        slot.append((1.0 / b["chain_over_dense"], macs_ratio))
+def _sigma_gains(compare: dict) -> dict:
+    """Per model, per objective cut: ``(MACs kept, Σ's gain over Frobenius (pt), Frobenius's own drop (pt))``."""
+    out = {}
+    for m, c in compare.items():
+        cuts = []
+        for s in c["rows"]:
+            if not (s["variant"].startswith("sigma@") and s["status"] == "ok"):
+                continue
+            f = _row(c, "frobenius@" + s["variant"].split("@", 1)[1])
+            if f and f["status"] == "ok":
+                cuts.append((s["macs_kept"], f["test_drop_no_ft"] - s["test_drop_no_ft"], f["test_drop_no_ft"]))
+        if cuts:
+            out[m] = sorted(cuts)
+    return out
+
+
+def _sigma_blame(compare: dict) -> str:
+    """Why Σ's gain is what it is: the gain at every cut, and Frobenius's own drop (the gain cannot exceed it)."""
     parts = []
-    for key, vals in sorted(by_type.items()):
-        speed = sorted(v[0] for v in vals)[len(vals) // 2]
-        ratio = sorted(v[1] for v in vals if v[1])[len(vals) // 2] if any(v[1] for v in vals) else None
-        parts.append(f"{key}: block speedup {speed:.2f}× for MACs ratio {_f(ratio, '{:.1f}')}× (median of {len(vals)})")
-    return "per-layer blocks, batch 1 (lrflow children): " + "; ".join(parts)
+    for m, cuts in _sigma_gains(compare).items():
+        near = min(cuts, key=lambda t: abs(t[0] - 0.5))
+        parts.append(f"{m}: Σ gains " + " / ".join(f"{g:+.2f}" for _, g, _ in cuts) + " pt at MACs kept "
+                     + " / ".join(f"{100 * k:.0f}" for k, _, _ in cuts)
+                     + f" %; at {100 * near[0]:.0f} % Frobenius itself drops {near[2]:+.2f} pt, which bounds the gain")
+    return "; ".join(parts)
+
+
+def _median(values: list) -> Optional[float]:
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
+def _block_medians(compare: dict) -> dict:
+    """``"<layer type> → <method>"`` → (median block speedup, median MACs ratio, count) over every timed block.
+
+    Block speedup = dense layer time ÷ factor chain time at batch 1 (``bench.timing.time_blocks``).
+    """
+    by_type: dict = {}
+    for c in compare.values():
+        for b in (c.get("timing") or {}).get("blocks", []):
+            slot = by_type.setdefault(f"{b['type']} → {b['method']}", ([], []))
+            slot[0].append(1.0 / b["chain_over_dense"])
+            if b.get("macs_after"):
+                slot[1].append(b["macs_before"] / b["macs_after"])
+    return {key: (_median(speed), _median(ratio), len(speed)) for key, (speed, ratio) in sorted(by_type.items())}
+
+
+def _block_whose(compare: dict) -> str:
+    variants = {b.get("variant") for c in compare.values() for b in (c.get("timing") or {}).get("blocks", [])}
+    return "lrflow children" if variants <= {"lrflow"} else "every timed child"
+
+
+def _block_blame(compare) -> str:
+    medians = _block_medians(compare)
+    if not medians:
+        return ""
+    parts = [f"{key}: block speedup {speed:.2f}× for MACs ratio {_f(ratio, '{:.1f}')}× (median of {n})"
+             for key, (speed, ratio, n) in medians.items()]
+    return (f"per-layer blocks, batch 1 ({_block_whose(compare)}; block speedup = dense layer time ÷ factor chain "
+            "time): " + "; ".join(parts))
+
+
+def _slow_blame(compare, key) -> str:
+    """Why children run slower than the parent: factor chains slower than the layer they replace, and noise."""
+    slow = [f"{k} {speed:.2f}× (median of {n})" for k, (speed, _, n) in _block_medians(compare).items() if speed < 1.0]
+    parts = [p for p in (_noise(compare, key),
+                         ("factor chains slower than the dense layer they replace, batch 1 "
+                          f"({_block_whose(compare)}): " + ", ".join(slow)) if slow else "") if p]
+    return "; ".join(parts)
 
 
 def _noise(compare, key) -> str:

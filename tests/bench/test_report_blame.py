@@ -1,0 +1,52 @@
+"""The report's "responsible" column is computed from the result JSON alone: check it on hand-made rows."""
+from bench.report import _block_medians, _sigma_blame, _sigma_gains, _slow_blame, goals
+
+
+def _row(variant, drop_no_ft, macs_kept, status="ok"):
+    return {"variant": variant, "status": status, "test_drop_no_ft": drop_no_ft, "macs_kept": macs_kept}
+
+
+def _block(kind, method, chain_over_dense, macs_before=100, macs_after=50, variant="lrflow"):
+    return {"type": kind, "method": method, "chain_over_dense": chain_over_dense, "macs_before": macs_before,
+            "macs_after": macs_after, "variant": variant}
+
+
+def test_sigma_gain_per_cut_is_frobenius_drop_minus_sigma_drop_sorted_by_macs_kept():
+    compare = {"m": {"rows": [_row("sigma@macs70", 0.5, 0.7), _row("frobenius@macs70", 0.6, 0.7),
+                              _row("sigma@macs30", 1.0, 0.3), _row("frobenius@macs30", 4.0, 0.3),
+                              _row("sigma@macs50", 0.4, 0.49), _row("frobenius@macs50", 1.2, 0.49),
+                              _row("sigma@macs90", 0.1, 0.9), _row("frobenius@macs90", 0.0, 0.9, status="failed")]}}
+    cuts = _sigma_gains(compare)["m"]
+    assert [k for k, _, _ in cuts] == [0.3, 0.49, 0.7]  # the cut whose Frobenius row failed is left out
+    assert [round(g, 6) for _, g, _ in cuts] == [3.0, 0.8, 0.1]
+    text = _sigma_blame(compare)
+    assert "+3.00 / +0.80 / +0.10 pt at MACs kept 30 / 49 / 70 %" in text
+    assert "at 49 % Frobenius itself drops +1.20 pt" in text
+
+
+def test_block_medians_group_by_layer_type_and_method():
+    compare = {"a": {"timing": {"blocks": [_block("Conv2D 3x3", "cp", 1.25), _block("Conv2D 3x3", "cp", 0.8, 100, 25),
+                                           _block("Conv2D 3x3", "cp", 1.0, 100, 20)]}},
+               "b": {"timing": {"blocks": [_block("Dense", "svd", 0.5, macs_after=None)]}}}
+    medians = _block_medians(compare)
+    assert set(medians) == {"Conv2D 3x3 → cp", "Dense → svd"}
+    speed, ratio, n = medians["Conv2D 3x3 → cp"]
+    assert (speed, ratio, n) == (1.0, 4.0, 3)  # speedups 0.8, 1.0, 1.25; MACs ratios 2, 4, 5
+    assert medians["Dense → svd"] == (2.0, None, 1)  # no MACs after: no ratio, still a speedup
+
+
+def test_slow_blame_names_only_chains_slower_than_their_dense_layer_and_the_noise():
+    timing = {"blocks": [_block("Conv2D 3x3", "cp", 1.1), _block("Dense", "svd", 0.5, variant="uniform_conv_svd")],
+              "tf": {"1": {"parent": {"median_s": 1.0}, "control": {"median_s": 0.98}}}}
+    text = _slow_blame({"m": {"timing": timing}}, "speedup_tf_b1")
+    assert "m control/parent 0.98" in text
+    assert "Conv2D 3x3 → cp 0.91×" in text and "Dense → svd" not in text
+    assert "every timed child" in text  # blocks from more than the lrflow child
+
+
+def test_the_sigma_goal_row_carries_its_blame():
+    rows = [_row("sigma@macs50", 0.5, 0.5), _row("frobenius@macs50", 1.0, 0.5)]
+    out = {g["goal"]: g for g in goals({"compare": {"m": {"rows": rows}}})}
+    row = out["Σ ≥ 1 point better than Frobenius at equal ranks (no fine-tune, MACs ≤ 50 %)"]
+    assert row["met"] is False and row["value"] == "m +0.50 pt"
+    assert "Frobenius itself drops +1.00 pt" in row["why"]
