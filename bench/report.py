@@ -41,11 +41,20 @@ FAMILY_COLORS = {"lrflow": "#d62728", "selection": "#ff7f0e", "uniform": "#1f77b
 # -- loading ------------------------------------------------------------------------------------
 
 
-def load_results(directory: Path) -> dict:
+#: Parts a full run may not have done yet; the report then shows the quick run's, labelled as such.
+FALLBACK_PARTS = {"depth": "depth_sweep.json", "dask": "dask_search.json"}
+
+
+def load_results(directory: Path, fallback: Optional[Path] = None) -> dict:
+    """Every result file of ``directory``; a part of :data:`FALLBACK_PARTS` missing there is read from
+    ``fallback`` (the quick run's directory) and marked with ``"_from": <its path>``."""
     directory = Path(directory)
 
     def read(name):
         path = directory / name
+        if not path.exists() and fallback is not None and name in FALLBACK_PARTS.values():
+            path = Path(fallback) / name
+            return {**json.loads(path.read_text()), "_from": _rel(path)} if path.exists() else None
         return json.loads(path.read_text()) if path.exists() else None
 
     compare = {}
@@ -651,7 +660,7 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
 
     depth = results.get("depth")
     if depth:
-        lines += ["## Search time against depth", "",
+        lines += ["## Search time against depth", "", *_fallback_line(depth),
                   f"ResNet-style model with 1… basic blocks per stage, random weights, cost target MACs ≤ 50 %, "
                   f"grid {depth['settings']['grid_points']} points, {depth['settings']['calibration']} calibration images, "
                   f"Conv2D methods {depth['settings']['conv_methods'] or 'all'}.", ""]
@@ -692,7 +701,7 @@ def _dask_section(dask: Optional[dict]) -> list[str]:
     if not dask:
         return []
     settings = dask["settings"]
-    lines = ["## Search on a Dask cluster: 1 vs 2 workers", "",
+    lines = ["## Search on a Dask cluster: 1 vs 2 workers", "", *_fallback_line(dask),
              f"`{dask['model']}`, search to MACs ≤ {settings['target_macs']:.0%} (grid {settings['grid_points']}, Conv2D methods "
              f"{settings['conv_methods'] or 'all'}); the per-layer fitting jobs (candidate grids and the final refits) run "
              f"in the flow's process or on a local Dask cluster of worker processes with {settings['threads_per_worker']} "
@@ -706,6 +715,13 @@ def _dask_section(dask: Optional[dict]) -> list[str]:
               f"**{dask['candidates_speedup_2_vs_1']:.2f}×** on the candidate phase. "
               f"Same decision on every runner: **{'yes' if dask['same_decisions'] else 'NO'}**.", ""]
     return lines
+
+
+def _fallback_line(part: dict) -> list[str]:
+    if "_from" not in part:
+        return []
+    return [f"**From the {part.get('mode', '?')} run** (`{part['_from']}`): this part of the full run has not been "
+            f"done yet (`python -m bench.run --skip resnet50 zoo` does it).", ""]
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -722,12 +738,17 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def quick_fallback(results: Path) -> Optional[Path]:
+    """The full results directory falls back on its quick run for the parts of :data:`FALLBACK_PARTS`."""
+    return RESULTS_DIR / "quick" if Path(results).resolve() == RESULTS_DIR.resolve() else None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     parser.add_argument("--out", type=Path, default=BENCH / "REPORT.md")
     args = parser.parse_args(argv)
-    render(load_results(args.results), args.out, results_dir=args.results)
+    render(load_results(args.results, fallback=quick_fallback(args.results)), args.out, results_dir=args.results)
     print(f"wrote {args.out}")
 
 

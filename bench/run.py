@@ -75,9 +75,9 @@ def main(argv=None) -> None:
         run_dask_search(mode, out)
         timings["dask"] = time.perf_counter() - t0
     if "report" not in args.skip:
-        from bench.report import load_results, render
+        from bench.report import quick_fallback, load_results, render
 
-        render(load_results(out), report, results_dir=out)
+        render(load_results(out, fallback=quick_fallback(out)), report, results_dir=out)
         log(f"wrote {report}")
     log(f"bench.run {mode.name}: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + f"; total {time.perf_counter() - started:.0f} s")
