@@ -253,7 +253,7 @@ def goals(results: dict) -> list[dict]:
         avg_p, avg_m = sum(params) / len(params), sum(macs) / len(macs)
         where = "; ".join(f"{m}: params −{100 * (1 - r['params_kept']):.0f} %, MACs −{100 * (1 - r['macs_kept']):.0f} %, "
                           f"drop {_f(r['test_drop'], '{:+.2f}')} pt, remaining MACs in {_top_types(r['cost_by_type'], 'macs')}"
-                          for m, r in lr.items())
+                          + _budget_blame(compare[m]) for m, r in lr.items())
         best = []
         for m, c in compare.items():
             passing = [r for r in c["rows"] if r["status"] == "ok" and r["gate_passed"] and r["macs_kept"] is not None]
@@ -426,6 +426,25 @@ def _profile_blame(compare) -> str:
             top = prof["top_tottime"][:2]
             parts.append(f"{m}: " + ", ".join(f"`{p['function']}` {p['tottime']:.0f} s" for p in top))
     return (". Self time (cProfile of the default search): " + "; ".join(parts)) if parts else ""
+
+
+def _budget_blame(c: dict) -> str:
+    """What stopped the default's λ search: the accuracy budget is checked before the fine-tune, on the paired
+    95 % upper bound of the drop over validation + training images. Names the chosen point's estimate (beside
+    its test drop without fine-tune) and the closest cheaper point the budget refused."""
+    row, path = _row(c, "lrflow"), ((c.get("extras") or {}).get("lrflow") or {}).get("lambda_path") or []
+    if not row or not path or row.get("macs_kept") is None:
+        return ""
+    chosen = min(path, key=lambda q: abs(q["macs_kept"] - row["macs_kept"]) + abs(q["params_kept"] - row["params_kept"]))
+    cheaper = [q for q in path if q["macs_kept"] + q["params_kept"] < chosen["macs_kept"] + chosen["params_kept"]]
+    text = (f"; the budget (before fine-tune) binds: chosen point est drop {chosen['est_drop']:+.2f} pt, 95 % bound "
+            f"{chosen['est_drop_ucb95']:+.2f} on {chosen['examples']} val+train images (test drop without fine-tune "
+            f"{_f(row.get('test_drop_no_ft'), '{:+.2f}')})")
+    if cheaper:
+        near = max(cheaper, key=lambda q: q["macs_kept"] + q["params_kept"])
+        text += (f", closest cheaper point (params {100 * near['params_kept']:.0f} %, MACs {100 * near['macs_kept']:.0f} %) "
+                 f"refused at bound {near['est_drop_ucb95']:+.2f}")
+    return text
 
 
 def _sigma_gains(compare: dict) -> dict:
