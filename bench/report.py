@@ -351,7 +351,8 @@ def _rss_met(rss_mb: Optional[float], capped: bool) -> Optional[bool]:
 def observations(results: dict) -> list[str]:
     """Caveats that follow from the data (not opinions): unconverged parents, no-op variants, timing noise."""
     notes = ["The accuracy budget of the lrflow default (`max_drop=1.0`) is enforced **before** the fine-tune, on the "
-             "paired 95 % upper bound of the drop over validation + 2 048 training images; the gate here is the test "
+             "paired 95 % upper bound of the drop over the estimation set (validation, topped up with training images when it "
+             "has fewer than 4 096; the goals table names which images a result used); the gate here is the test "
              "drop **after** the fine-tune. The budget is therefore conservative by design: the `lrflow_target` row "
              "(when run) shows what the goal's cost targets cost in accuracy after the fine-tune.",
              "Every variant runs with the latency guard off (the `lrf_core` default; the pipeline's `params.yaml` "
@@ -437,8 +438,10 @@ def _budget_blame(c: dict) -> str:
         return ""
     chosen = min(path, key=lambda q: abs(q["macs_kept"] - row["macs_kept"]) + abs(q["params_kept"] - row["params_kept"]))
     cheaper = [q for q in path if q["macs_kept"] + q["params_kept"] < chosen["macs_kept"] + chosen["params_kept"]]
+    n_val = (c.get("data") or {}).get("val")
+    images = "validation" if n_val is not None and chosen["examples"] <= n_val else "validation + training"
     text = (f"; the budget (before fine-tune) binds: chosen point est drop {chosen['est_drop']:+.2f} pt, 95 % bound "
-            f"{chosen['est_drop_ucb95']:+.2f} on {chosen['examples']} val+train images (test drop without fine-tune "
+            f"{chosen['est_drop_ucb95']:+.2f} on {chosen['examples']} {images} images (test drop without fine-tune "
             f"{_f(row.get('test_drop_no_ft'), '{:+.2f}')})")
     if cheaper:
         near = max(cheaper, key=lambda q: q["macs_kept"] + q["params_kept"])

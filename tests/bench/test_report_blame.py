@@ -60,9 +60,10 @@ def test_budget_blame_names_the_chosen_estimate_and_the_closest_cheaper_refused_
 
     path = [point(0.01, 0.01, 80.0, 82.0, 2048), point(0.27, 0.49, 0.58, 0.85), point(0.18, 0.48, 0.84, 1.14),
             point(0.06, 0.14, 11.3, 12.7, 2048)]
-    c = {"rows": [{"variant": "lrflow", "params_kept": 0.27, "macs_kept": 0.487, "test_drop_no_ft": 0.5}],
+    c = {"data": {"val": 6000},
+         "rows": [{"variant": "lrflow", "params_kept": 0.27, "macs_kept": 0.487, "test_drop_no_ft": 0.5}],
          "extras": {"lrflow": {"lambda_path": path}}}
     text = _budget_blame(c)
-    assert "est drop +0.58 pt, 95 % bound +0.85 on 8048 val+train images (test drop without fine-tune +0.50)" in text
+    assert "est drop +0.58 pt, 95 % bound +0.85 on 8048 validation + training images (test drop without fine-tune +0.50)" in text
     assert "closest cheaper point (params 18 %, MACs 48 %) refused at bound +1.14" in text
     assert _budget_blame({"rows": c["rows"], "extras": {}}) == ""  # no λ path recorded: nothing claimed

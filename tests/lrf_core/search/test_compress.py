@@ -298,3 +298,31 @@ def test_the_compiled_forward_pass_gives_keras_predict_outputs(digits_parent, di
     assert out.dtype == np.float64 and out.shape == expected.shape
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     assert _predict(digits_parent, x[:0]).shape == (0, expected.shape[1])
+
+
+@pytest.mark.parametrize(("n_val", "n_train", "added"), [
+    (180, 1000, 1000),     # small validation, small training split: all of it
+    (180, 50000, 2048),    # small validation: at most ESTIMATION_TRAIN_EXAMPLES
+    (3000, 50000, 1096),   # topped up to ESTIMATION_MIN_EXAMPLES
+    (6000, 54000, 0),      # large enough alone: training images would bias the drop upward
+])
+def test_the_estimation_set_tops_up_only_a_small_validation_split(n_val, n_train, added):
+    from lrf_core.search.compress import estimation_size
+
+    assert estimation_size(n_val, n_train) == added
+
+
+def test_a_large_validation_split_estimates_the_drop_alone():
+    from lrf_core.search.compress import ESTIMATION_MIN_EXAMPLES, _estimation_set
+
+    rng = np.random.default_rng(0)
+    n = ESTIMATION_MIN_EXAMPLES
+    val = Dataset(np.arange(n, dtype=np.float32).reshape(n, 1), rng.integers(0, 3, n), "val", 3)
+    train = Dataset(-np.ones((500, 1), np.float32), rng.integers(0, 3, 500), "train", 3)
+    x, y = _estimation_set(CompressData(train, train, val), seed=0)
+    assert sorted(x[:, 0].tolist()) == list(range(n))  # every validation image, no training image
+    assert np.array_equal(y, val.y[x[:, 0].astype(int)])  # labels stay with their images
+    assert not np.array_equal(x[:, 0], np.arange(n))  # shuffled: any prefix is a random subset
+    small = Dataset(val.x[:100], val.y[:100], "val", 3)
+    x, _ = _estimation_set(CompressData(train, train, small), seed=0)
+    assert len(x) == 600 and (x[:, 0] == -1).sum() == 500  # a small split is topped up with training images
