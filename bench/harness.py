@@ -120,7 +120,7 @@ class Mode:
 
 #: In run order: the headline comparisons first, so a long run killed midway has them.
 ALL_VARIANTS = (
-    "lrflow", "objective", "lrflow_target", "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
+    "lrflow", "objective", "lrflow_target", "lrflow_guarded", "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
     "uniform_conv_svd", "uniform_conv_tucker2", "uniform_conv_spatial", "uniform_conv_cp",
     "uniform_dense_tt", "uniform_dense_tucker",
 )
@@ -183,6 +183,9 @@ def _compress_variants(mode: Mode) -> dict:
         "lrflow_target": ("lrflow", "default with the goal as cost targets (params ≤ 10 %, MACs ≤ 30 %) instead of "
                                     "the accuracy budget, fine-tune", _base_config(mode, max_drop=None,
                                                                                   targets=CostTargets(params=0.1, macs=0.3))),
+        "lrflow_guarded": ("lrflow", "default with the latency guard on (as the pipeline's params.yaml has it): "
+                                     "layers whose chains make the child slower go back to dense before the fine-tune",
+                           _base_config(mode, latency_guard=True)),
         "lrflow_sequential": ("selection", "default with sequential selection",
                               _base_config(mode, selection="sequential")),
         "energy95_svd": ("baseline", "SVD ranks at 95 % singular-value energy, fine-tune",
@@ -325,7 +328,8 @@ def run_compress_variant(name, family, description, config, parent, data, splits
         total_s=time.perf_counter() - started,
     )
     return row, result.model, {"lambda_path": path, "selection_comparison": report.get("selection_comparison"),
-                               "candidates": report.get("candidate_counts"), "profile": profile_info}
+                               "candidates": report.get("candidate_counts"), "profile": profile_info,
+                               "latency_guard": searched.report.get("latency_guard")}
 
 
 def run_objective_variants(mode, parent, data, splits, target_macs: float):
@@ -527,17 +531,22 @@ def _settings(mode: Mode) -> dict:
     return json.loads(json.dumps({k: v for k, v in asdict(mode).items() if k not in ("scale", "models")}))
 
 
+def _comparable(settings: Optional[dict]) -> Optional[dict]:
+    """Settings that decide a row's numbers: all but the variant list (a variant added later just runs)."""
+    return None if settings is None else {k: v for k, v in settings.items() if k != "variants"}
+
+
 def _resumable(path: Path, settings: dict, train_record: dict, workdir: Path) -> Optional[dict]:
     """The earlier ``compare_<model>.json`` if a run may continue it, else None (and says why).
 
-    Continuable: same mode settings, the same parent (its training request: architecture, data, seed, plan),
+    Continuable: same mode settings (the variant list aside), the same parent (its training request: architecture, data, seed, plan),
     and the children of its ``ok`` rows still saved under ``workdir`` (latency is re-measured for all).
     """
     if not path.exists():
         return None
     previous = json.loads(path.read_text())
     why = None
-    if previous.get("settings") != settings:
+    if _comparable(previous.get("settings")) != _comparable(settings):
         why = "the mode's settings changed"
     elif any((previous.get("parent") or {}).get(k) != v for k, v in json.loads(json.dumps(train_record)).items()):
         why = "the parent is not the same (its training record differs: retrained or another request)"

@@ -355,9 +355,10 @@ def observations(results: dict) -> list[str]:
              "has fewer than 4 096; the goals table names which images a result used); the gate here is the test "
              "drop **after** the fine-tune. The budget is therefore conservative by design: the `lrflow_target` row "
              "(when run) shows what the goal's cost targets cost in accuracy after the fine-tune.",
-             "Every variant runs with the latency guard off (the `lrf_core` default; the pipeline's `params.yaml` "
-             "turns it on), so the latency columns show what the factorizations do unguarded: with the guard, a "
-             "child timed slower than its parent gives layers back before the fine-tune.",
+             "Every variant but `lrflow_guarded` runs with the latency guard off (the `lrf_core` default; the "
+             "pipeline's `params.yaml` turns it on), so the latency columns show what the factorizations do "
+             "unguarded. `lrflow_guarded` is the default with the guard on: a child timed slower than its parent "
+             "(TF, batch 1, in the search's process) gives layers back before the fine-tune.",
              "Params and MACs are lrflow's cost model (`lrf_core.graph.model_cost`; MACs per image, FLOPs ≈ 2 × MACs); "
              "peak RSS is the whole benchmark process sampled every 20 ms (\"+\" is the rise during the variant)."]
     compare = results["compare"]
@@ -513,12 +514,28 @@ def _block_blame(compare) -> str:
 
 
 def _slow_blame(compare, key) -> str:
-    """Why children run slower than the parent: factor chains slower than the layer they replace, and noise."""
+    """Why children run slower than the parent: factor chains slower than the layer they replace, and noise;
+    and what the latency guard (``lrflow_guarded``) did about it."""
     slow = [f"{k} {speed:.2f}× (median of {n})" for k, (speed, _, n) in _block_medians(compare).items() if speed < 1.0]
     parts = [p for p in (_noise(compare, key),
                          ("factor chains slower than the dense layer they replace, batch 1 "
-                          f"({_block_whose(compare)}): " + ", ".join(slow)) if slow else "") if p]
+                          f"({_block_whose(compare)}): " + ", ".join(slow)) if slow else "",
+                         _guard_summary(compare, key)) if p]
     return "; ".join(parts)
+
+
+def _guard_summary(compare, key) -> str:
+    """Per model: the guarded default's measured speedup and how many layers its guard sent back to dense."""
+    parts = []
+    for m, c in compare.items():
+        row = _row(c, "lrflow_guarded")
+        if not row or row["status"] != "ok":
+            continue
+        guard = ((c.get("extras") or {}).get("lrflow_guarded") or {}).get("latency_guard") or {}
+        speed = _lat(row, key)
+        parts.append(f"{m} ×{_f(speed)} with {len(guard.get('reverted') or [])} layer(s) sent back "
+                     f"(child ÷ parent time in the search {_f(guard.get('ratio'))})")
+    return ("with the latency guard on (lrflow_guarded): " + ", ".join(parts)) if parts else ""
 
 
 def _noise(compare, key) -> str:

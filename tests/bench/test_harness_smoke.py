@@ -144,6 +144,8 @@ def test_a_run_with_other_settings_is_not_resumed(smoke_run, tmp_path):
     settings = _settings(MODES["smoke"])
     assert _resumable(out / "compare_tiny_cnn.json", settings, record, workdir)["rows"] == data["rows"]
     assert _resumable(out / "compare_tiny_cnn.json", {**settings, "grid_points": 99}, record, workdir) is None
+    grown = {**settings, "variants": [*settings["variants"], "lrflow_guarded"]}  # a variant added later just runs
+    assert _resumable(out / "compare_tiny_cnn.json", grown, record, workdir)["rows"] == data["rows"]
     assert _resumable(out / "compare_tiny_cnn.json", settings, {**record, "request": {"seed": 1}}, workdir) is None
     retrained = {**record, "test_accuracy": record["test_accuracy"] - 0.01}  # same request, another training
     assert _resumable(out / "compare_tiny_cnn.json", settings, retrained, workdir) is None

@@ -38,7 +38,7 @@ def test_block_medians_group_by_layer_type_and_method():
 def test_slow_blame_names_only_chains_slower_than_their_dense_layer_and_the_noise():
     timing = {"blocks": [_block("Conv2D 3x3", "cp", 1.1), _block("Dense", "svd", 0.5, variant="uniform_conv_svd")],
               "tf": {"1": {"parent": {"median_s": 1.0}, "control": {"median_s": 0.98}}}}
-    text = _slow_blame({"m": {"timing": timing}}, "speedup_tf_b1")
+    text = _slow_blame({"m": {"rows": [], "timing": timing}}, "speedup_tf_b1")
     assert "m control/parent 0.98" in text
     assert "Conv2D 3x3 → cp 0.91×" in text and "Dense → svd" not in text
     assert "every timed child" in text  # blocks from more than the lrflow child
@@ -67,3 +67,14 @@ def test_budget_blame_names_the_chosen_estimate_and_the_closest_cheaper_refused_
     assert "est drop +0.58 pt, 95 % bound +0.85 on 8048 validation + training images (test drop without fine-tune +0.50)" in text
     assert "closest cheaper point (params 18 %, MACs 48 %) refused at bound +1.14" in text
     assert _budget_blame({"rows": c["rows"], "extras": {}}) == ""  # no λ path recorded: nothing claimed
+
+
+def test_guard_summary_reports_the_guarded_childs_speedup_and_the_layers_sent_back():
+    from bench.report import _guard_summary
+
+    c = {"rows": [{"variant": "lrflow_guarded", "status": "ok", "latency": {"speedup_tf_b1": 1.04}}],
+         "extras": {"lrflow_guarded": {"latency_guard": {"reverted": ["conv1", "conv2"], "ratio": 0.97}}}}
+    text = _guard_summary({"m": c}, "speedup_tf_b1")
+    assert text == ("with the latency guard on (lrflow_guarded): m ×1.04 with 2 layer(s) sent back "
+                    "(child ÷ parent time in the search 0.97)")
+    assert _guard_summary({"m": {"rows": []}}, "speedup_tf_b1") == ""  # not run: nothing claimed
