@@ -603,7 +603,8 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
                                                     "variants": [v for v in ALL_VARIANTS if v in
                                                                  {_variant_of(r) for r in previous["rows"]}]}]
                                                   if previous else []))
-    runs.append({"commit": machine_info()["git_commit"], "variants": to_run})
+    piece = {"commit": machine_info()["git_commit"], "variants": []}  # the variants this piece finished
+    runs.append(piece)
     earlier_s = float((previous or {}).get("seconds") or 0.0)
     earlier_rss = float((previous or {}).get("max_rss_mb") or 0.0)
 
@@ -687,6 +688,7 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
             children[key] = _child_path(workdir, key)
             save_model_atomic(child, children[key])
         rows += new_rows
+        piece["variants"].append(variant)
         del new_children
         write_result(out_dir / f"compare_{name}.json", snapshot({}, partial=True))  # survives a kill
 

@@ -134,6 +134,31 @@ def test_a_resumed_run_keeps_finished_variants_and_runs_only_the_rest(smoke_run,
     assert "tiny_cnn: done in 2 pieces (`--resume`)" in text and "dprp at " in text
 
 
+def test_a_killed_piece_records_only_the_variants_it_finished(smoke_run, tmp_path, monkeypatch):
+    import shutil
+
+    import pytest
+
+    from bench import harness
+
+    out, zoo = smoke_run
+    shutil.copytree(out, tmp_path / "out")
+    shutil.copytree(zoo, tmp_path / "zoo")
+    before = json.loads((tmp_path / "out" / "compare_tiny_cnn.json").read_text())
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what a kill during dprp leaves behind: the snapshot of the variants before it
+
+    monkeypatch.setattr(harness, "run_dprp", killed)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run_zoo(harness.MODES["smoke"], out_dir=tmp_path / "out", zoo_dir=tmp_path / "zoo", resume=True,
+                        redo=("energy95_svd", "dprp"))
+    after = json.loads((tmp_path / "out" / "compare_tiny_cnn.json").read_text())
+    assert after["partial"] is True
+    assert after["runs"][:-1] == before["runs"] and after["runs"][-1]["variants"] == ["energy95_svd"]
+    assert "dprp" not in {r["variant"] for r in after["rows"]}  # redone, not finished: its old row is gone too
+
+
 def test_a_run_with_other_settings_is_not_resumed(smoke_run, tmp_path):
     from bench.harness import MODES, _resumable, _settings
 
