@@ -19,8 +19,11 @@ import yaml
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[1]
+# bench/ has its own dvc.yaml (the benchmark zoo, hours of training): this test is about the root pipeline.
+# "cache" is .dvc/cache: the copy starts with an empty cache, as a fresh clone does.
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "demo-out", ".lrflow", "*.egg-info", "results", "__pycache__",
-                                     ".pytest_cache", ".ruff_cache", "tmp", "models", "pipeline", "dvc.lock")
+                                     ".pytest_cache", ".ruff_cache", "tmp", "models", "pipeline", "dvc.lock", "bench",
+                                     "cache")
 
 
 def _run(args, cwd, env):
