@@ -276,7 +276,11 @@ def goals(results: dict) -> list[dict]:
     if sig_rows:
         worst = max(sig_rows, key=lambda t: t[1]["test_drop_no_ft"])
         details = "; ".join(f"{m}: {s['test_drop_no_ft']:+.2f} pt at MACs kept {100 * s['macs_kept']:.0f} % "
-                            f"(worst layer Σ-error {_worst_layer(s)})" for m, s in sig_rows)
+                            f"(worst layer Σ-error {_worst_layer(s)}"
+                            + (f"; the parent's MACs are in {_top_types(compare[m]['parent']['cost_by_type'], 'macs')}"
+                               if s["test_drop_no_ft"] > GOALS["sigma_drop_at_macs50"]
+                               and (compare[m].get("parent") or {}).get("cost_by_type") else "") + ")"
+                            for m, s in sig_rows)
         out.append({"goal": "Σ-aware, no fine-tune: ≤ 2 points drop at −50 % MACs", "value": f"worst {worst[1]['test_drop_no_ft']:+.2f} pt ({worst[0]})",
                     "met": all(s["test_drop_no_ft"] <= GOALS["sigma_drop_at_macs50"] for _, s in sig_rows), "why": details})
     if cmp_rows:
