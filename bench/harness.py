@@ -144,7 +144,7 @@ MODES = {
     ),
     # the test: a tiny CNN on sklearn digits, every code path, seconds
     "smoke": Mode(
-        "smoke", models=("tiny_cnn",), variants=("lrflow", "objective", "energy95_svd", "dprp"),
+        "smoke", models=("tiny_cnn",), variants=("lrflow", "objective", "lrflow_guarded", "energy95_svd", "dprp"),
         data_uri="sklearn:digits", train_examples=700, calibration=64, similarity_examples=64, grid_points=3,
         search_iterations=2, conv_methods=("svd", "tucker2"), finetune_epochs=1, objective_macs=(0.5,), dprp_epochs=2,
         repeats={"1": 5, "64": 3}, tflite="lrflow", blocks="lrflow", depth_blocks=(1,), depth_grid_points=2,
@@ -261,8 +261,8 @@ def _search_seconds(phases: dict) -> float:
     return float(sum(v for k, v in phases.items() if k in ("calibration", "latency", "candidates", "allocation", "refit")))
 
 
-def _profiled(fn, *args):
-    """``fn(*args)`` under cProfile; returns its result and the top functions by self time."""
+def _profiled(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` under cProfile; returns its result and the top functions by self time."""
     import cProfile
     import pstats
 
@@ -270,7 +270,7 @@ def _profiled(fn, *args):
     started = time.perf_counter()
     profiler.enable()
     try:
-        result = fn(*args)
+        result = fn(*args, **kwargs)
     finally:
         profiler.disable()
     stats = pstats.Stats(profiler)
@@ -293,14 +293,19 @@ def run_compress_variant(name, family, description, config, parent, data, splits
 
     row = _empty_row(name, family, description)
     row.update(objective=config.objective, selection=config.selection, finetuned=config.finetune.epochs > 0)
+    timing = {}
+    if config.latency_guard:  # the guard times blocks and whole models on this machine, as the pipeline does
+        from lrf_core.latency import default_latency_functions
+
+        timing = dict(zip(("latency_fn", "model_latency_fn"), default_latency_functions(tuple(parent.inputs[0].shape[1:]))))
     started = time.perf_counter()
     profile_info = None
     with _probed() as probe:
         try:
             if profile:
-                searched, profile_info = _profiled(search, parent, data, config)
+                searched, profile_info = _profiled(search, parent, data, config, **timing)
             else:
-                searched = search(parent, data, config)
+                searched = search(parent, data, config, **timing)
         except TargetNotMetError as error:
             searched, missed = None, error
         row["search_wall_s"] = time.perf_counter() - started
@@ -312,7 +317,7 @@ def run_compress_variant(name, family, description, config, parent, data, splits
             child0 = rebuild_model(parent, searched.fitted)
             row["val_accuracy_no_ft"], row["test_accuracy_no_ft"] = _accuracies(child0, splits)
             del child0
-            result = finish(parent, searched, data, config)
+            result = finish(parent, searched, data, config, model_latency_fn=timing.get("model_latency_fn"))
     row.update(probe())
     if searched is None:
         row.update(status="target_not_met", error=str(missed), layers=_layer_rows(missed.report["layers"]),

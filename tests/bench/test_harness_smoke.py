@@ -45,10 +45,12 @@ def test_compare_json_has_every_field(smoke_run):
         assert key in data["machine"], key
     assert data["machine"]["packages"]["tensorflow"]
     variants = {row["variant"] for row in data["rows"]}
-    assert {"lrflow", "sigma@macs50", "frobenius@macs50", "dprp"} <= variants
+    assert {"lrflow", "sigma@macs50", "frobenius@macs50", "lrflow_guarded", "dprp"} <= variants
+    guard = data["extras"]["lrflow_guarded"]["latency_guard"]  # the guard ran, with this machine's timings
+    assert guard["ratio"] > 0 and isinstance(guard["reverted"], list)
     for row in data["rows"]:
         assert set(row) == set(ROW_FIELDS), row["variant"]
-        assert row["status"] in ("ok", "target_not_met", "error"), (row["variant"], row["error"])
+        assert row["status"] in ("ok", "target_not_met"), (row["variant"], row["error"])  # no variant errs
         if row["status"] == "ok":
             assert row["params"] > 0 and 0 < row["macs_kept"] <= 1.0
             assert row["test_accuracy"] is not None and row["gate_passed"] in (True, False)
@@ -116,7 +118,7 @@ def test_a_resumed_run_keeps_finished_variants_and_runs_only_the_rest(smoke_run,
     after = json.loads(compare.read_text())
     assert after["partial"] is False
     assert [r["variant"] for r in after["rows"]] == [r["variant"] for r in before["rows"]]  # ALL_VARIANTS order
-    assert before["runs"][0]["variants"] == ["lrflow", "objective", "energy95_svd", "dprp"]
+    assert before["runs"][0]["variants"] == ["lrflow", "objective", "lrflow_guarded", "energy95_svd", "dprp"]
     assert after["runs"] == [*before["runs"], {"commit": after["runs"][-1]["commit"], "variants": ["dprp"]}]
     assert after["parent_extra_epochs"] == before["parent_extra_epochs"]  # the control is not trained again
     old = {r["variant"]: r for r in before["rows"]}
