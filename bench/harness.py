@@ -693,7 +693,8 @@ def run_model(mode: Mode, name: str, parent, train_record: dict, splits, *, out_
             children[key] = _child_path(workdir, key)
             save_model_atomic(child, children[key])
         rows += new_rows
-        piece["variants"].append(variant)
+        if not any(r["status"] == "error" for r in new_rows):  # an error row runs again on the next --resume
+            piece["variants"].append(variant)
         del new_children
         write_result(out_dir / f"compare_{name}.json", snapshot({}, partial=True))  # survives a kill
 

@@ -397,7 +397,8 @@ def observations(results: dict) -> list[str]:
         idle = [r["variant"] for r in c["rows"] if r["status"] == "ok" and r["params_kept"] is not None
                 and r["params_kept"] >= 0.9999 and r["macs_kept"] >= 0.9999]
         if idle:
-            notes.append(f"{name}: {', '.join(idle)} kept every layer dense (no candidate met its rule or budget); "
+            notes.append(f"{name}: {', '.join(idle)} kept every layer dense (no candidate met its rule, the budget "
+                         f"or, for lrflow_guarded, the latency guard); "
                          f"their accuracy change is the fine-tune alone.")
         tf_t = (c.get("timing") or {}).get("tf", {})
         for batch in ("1", "64"):
@@ -536,9 +537,11 @@ def _guard_summary(compare, key) -> str:
         if not row or row["status"] != "ok":
             continue
         guard = ((c.get("extras") or {}).get("lrflow_guarded") or {}).get("latency_guard") or {}
-        speed = _lat(row, key)
-        parts.append(f"{m} ×{_f(speed)} with {len(guard.get('reverted') or [])} layer(s) sent back "
-                     f"(child ÷ parent time in the search {_f(guard.get('ratio'))})")
+        speed, free = _lat(row, key), _row(c, "lrflow")
+        parts.append(f"{m} ×{_f(speed)} at MACs kept {_pct(row['macs_kept'])} (unguarded lrflow "
+                     f"{_pct((free or {}).get('macs_kept'))}: candidate blocks timed slower than their dense layer are "
+                     f"never chosen, then {len(guard.get('reverted') or [])} layer(s) sent back by the whole-model check, "
+                     f"child ÷ parent time in the search {_f(guard.get('ratio'))})")
     return ("with the latency guard on (lrflow_guarded): " + ", ".join(parts)) if parts else ""
 
 

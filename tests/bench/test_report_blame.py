@@ -72,9 +72,11 @@ def test_budget_blame_names_the_chosen_estimate_and_the_closest_cheaper_refused_
 def test_guard_summary_reports_the_guarded_childs_speedup_and_the_layers_sent_back():
     from bench.report import _guard_summary
 
-    c = {"rows": [{"variant": "lrflow_guarded", "status": "ok", "latency": {"speedup_tf_b1": 1.04}}],
+    c = {"rows": [{"variant": "lrflow_guarded", "status": "ok", "macs_kept": 0.9, "latency": {"speedup_tf_b1": 1.04}},
+                  {"variant": "lrflow", "status": "ok", "macs_kept": 0.5}],
          "extras": {"lrflow_guarded": {"latency_guard": {"reverted": ["conv1", "conv2"], "ratio": 0.97}}}}
     text = _guard_summary({"m": c}, "speedup_tf_b1")
-    assert text == ("with the latency guard on (lrflow_guarded): m ×1.04 with 2 layer(s) sent back "
-                    "(child ÷ parent time in the search 0.97)")
+    assert text.startswith("with the latency guard on (lrflow_guarded): m ×1.04 at MACs kept 90.0 % (unguarded "
+                           "lrflow 50.0 %")
+    assert "then 2 layer(s) sent back by the whole-model check, child ÷ parent time in the search 0.97)" in text
     assert _guard_summary({"m": {"rows": []}}, "speedup_tf_b1") == ""  # not run: nothing claimed
