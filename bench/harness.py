@@ -293,19 +293,19 @@ def run_compress_variant(name, family, description, config, parent, data, splits
 
     row = _empty_row(name, family, description)
     row.update(objective=config.objective, selection=config.selection, finetuned=config.finetune.epochs > 0)
-    timing = {}
+    latency_fns = {}
     if config.latency_guard:  # the guard times blocks and whole models on this machine, as the pipeline does
         from lrf_core.latency import default_latency_functions
 
-        timing = dict(zip(("latency_fn", "model_latency_fn"), default_latency_functions(tuple(parent.inputs[0].shape[1:]))))
+        latency_fns = dict(zip(("latency_fn", "model_latency_fn"), default_latency_functions(tuple(parent.inputs[0].shape[1:]))))
     started = time.perf_counter()
     profile_info = None
     with _probed() as probe:
         try:
             if profile:
-                searched, profile_info = _profiled(search, parent, data, config, **timing)
+                searched, profile_info = _profiled(search, parent, data, config, **latency_fns)
             else:
-                searched = search(parent, data, config, **timing)
+                searched = search(parent, data, config, **latency_fns)
         except TargetNotMetError as error:
             searched, missed = None, error
         row["search_wall_s"] = time.perf_counter() - started
@@ -317,7 +317,7 @@ def run_compress_variant(name, family, description, config, parent, data, splits
             child0 = rebuild_model(parent, searched.fitted)
             row["val_accuracy_no_ft"], row["test_accuracy_no_ft"] = _accuracies(child0, splits)
             del child0
-            result = finish(parent, searched, data, config, model_latency_fn=timing.get("model_latency_fn"))
+            result = finish(parent, searched, data, config, model_latency_fn=latency_fns.get("model_latency_fn"))
     row.update(probe())
     if searched is None:
         row.update(status="target_not_met", error=str(missed), layers=_layer_rows(missed.report["layers"]),

@@ -41,18 +41,18 @@ FAMILY_COLORS = {"lrflow": "#d62728", "selection": "#ff7f0e", "uniform": "#1f77b
 # -- loading ------------------------------------------------------------------------------------
 
 
-#: Parts a full run may not have done yet; the report then shows the quick run's, labelled as such.
-FALLBACK_PARTS = {"depth": "depth_sweep.json", "dask": "dask_search.json"}
+#: Result files a full run may not have yet; the report then shows the quick run's, labelled as such.
+FALLBACK_FILES = ("depth_sweep.json", "dask_search.json")
 
 
 def load_results(directory: Path, fallback: Optional[Path] = None) -> dict:
-    """Every result file of ``directory``; a part of :data:`FALLBACK_PARTS` missing there is read from
+    """Every result file of ``directory``; a file of :data:`FALLBACK_FILES` missing there is read from
     ``fallback`` (the quick run's directory) and marked with ``"_from": <its path>``."""
     directory = Path(directory)
 
     def read(name):
         path = directory / name
-        if not path.exists() and fallback is not None and name in FALLBACK_PARTS.values():
+        if not path.exists() and fallback is not None and name in FALLBACK_FILES:
             path = Path(fallback) / name
             return {**json.loads(path.read_text()), "_from": _rel(path)} if path.exists() else None
         return json.loads(path.read_text()) if path.exists() else None
@@ -275,12 +275,7 @@ def goals(results: dict) -> list[dict]:
                 cmp_rows.append((m, s, f))
     if sig_rows:
         worst = max(sig_rows, key=lambda t: t[1]["test_drop_no_ft"])
-        details = "; ".join(f"{m}: {s['test_drop_no_ft']:+.2f} pt at MACs kept {100 * s['macs_kept']:.0f} % "
-                            f"(worst layer Σ-error {_worst_layer(s)}"
-                            + (f"; the parent's MACs are in {_top_types(compare[m]['parent']['cost_by_type'], 'macs')}"
-                               if s["test_drop_no_ft"] > GOALS["sigma_drop_at_macs50"]
-                               and (compare[m].get("parent") or {}).get("cost_by_type") else "") + ")"
-                            for m, s in sig_rows)
+        details = "; ".join(_sigma_detail(m, s, compare[m]) for m, s in sig_rows)
         out.append({"goal": "Σ-aware, no fine-tune: ≤ 2 points drop at −50 % MACs", "value": f"worst {worst[1]['test_drop_no_ft']:+.2f} pt ({worst[0]})",
                     "met": all(s["test_drop_no_ft"] <= GOALS["sigma_drop_at_macs50"] for _, s in sig_rows), "why": details})
     if cmp_rows:
@@ -437,8 +432,8 @@ def _profile_blame(compare) -> str:
 
 def _budget_blame(c: dict) -> str:
     """What stopped the default's λ search: the accuracy budget is checked before the fine-tune, on the paired
-    95 % upper bound of the drop over validation + training images. Names the chosen point's estimate (beside
-    its test drop without fine-tune) and the closest cheaper point the budget refused."""
+    95 % upper bound of the drop over the estimation set. Names the chosen point's estimate (beside its test
+    drop without fine-tune) and the closest cheaper point the budget refused."""
     row, path = _row(c, "lrflow"), ((c.get("extras") or {}).get("lrflow") or {}).get("lambda_path") or []
     if not row or not path or row.get("macs_kept") is None:
         return ""
@@ -454,6 +449,15 @@ def _budget_blame(c: dict) -> str:
         text += (f", closest cheaper point (params {100 * near['params_kept']:.0f} %, MACs {100 * near['macs_kept']:.0f} %) "
                  f"refused at bound {near['est_drop_ucb95']:+.2f}")
     return text
+
+
+def _sigma_detail(model: str, row: dict, c: dict) -> str:
+    """One model's Σ row at −50 % MACs: its drop, worst layer, and where the parent's MACs are when over the bound."""
+    text = f"{model}: {row['test_drop_no_ft']:+.2f} pt at MACs kept {100 * row['macs_kept']:.0f} % (worst layer Σ-error {_worst_layer(row)}"
+    by_type = (c.get("parent") or {}).get("cost_by_type")
+    if row["test_drop_no_ft"] > GOALS["sigma_drop_at_macs50"] and by_type:
+        text += f"; the parent's MACs are in {_top_types(by_type, 'macs')}"
+    return text + ")"
 
 
 def _sigma_gains(compare: dict) -> dict:
@@ -530,7 +534,8 @@ def _slow_blame(compare, key) -> str:
 
 
 def _guard_summary(compare, key) -> str:
-    """Per model: the guarded default's measured speedup and how many layers its guard sent back to dense."""
+    """Per model: the guarded default's measured speedup, the MACs it kept against the unguarded default's,
+    and how many layers its whole-model check sent back to dense."""
     parts = []
     for m, c in compare.items():
         row = _row(c, "lrflow_guarded")
@@ -785,7 +790,7 @@ def _rel(path: Path) -> str:
 
 
 def quick_fallback(results: Path) -> Optional[Path]:
-    """The full results directory falls back on its quick run for the parts of :data:`FALLBACK_PARTS`."""
+    """The full results directory falls back on its quick run for the files of :data:`FALLBACK_FILES`."""
     return RESULTS_DIR / "quick" if Path(results).resolve() == RESULTS_DIR.resolve() else None
 
 
