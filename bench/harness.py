@@ -6,6 +6,9 @@ variant's last step), the harness runs:
 * ``lrflow``: the default (mixed methods, Σ-aware fit, CKA similarity, accuracy budget
   1.0 point on the estimation set, one-shot fine-tune), ``layerwise`` selection;
 * ``lrflow_sequential``: the same with ``selection="sequential"``;
+* ``lrflow_budget<N>``: the default with an accuracy budget of ``N`` points **before** the fine-tune
+  (:data:`PRE_FT_BUDGETS`); the gate after it stays at ``GATE_POINTS``. How much compression the
+  one-shot fine-tune buys back, i.e. what ``search.max_drop`` above ``gate.max_drop`` is worth;
 * ``uniform_conv_<m>``: one Conv2D method everywhere (``svd``, ``tucker2``, ``cp``, ``spatial``), Dense by
   ``svd``; ``uniform_dense_<m>``: one Dense method (``tt``, ``tucker``), Conv2D by ``svd``;
 * ``sigma@M`` / ``frobenius@M``: a cost-target search (MACs kept ≤ M, Σ objective), then the
@@ -45,7 +48,8 @@ from bench.common import (
     max_rss_bytes, write_result,
 )
 
-__all__ = ["Mode", "MODES", "ROW_FIELDS", "LATENCY_FIELDS", "ALL_VARIANTS", "run_model", "run_zoo", "cost_by_type"]
+__all__ = ["Mode", "MODES", "ROW_FIELDS", "LATENCY_FIELDS", "ALL_VARIANTS", "PRE_FT_BUDGETS", "budget_variant",
+           "budget_of", "run_model", "run_zoo", "cost_by_type"]
 
 #: The gate of every variant: test top-1 drop in points after the variant's last step.
 GATE_POINTS = 1.0
@@ -118,9 +122,26 @@ class Mode:
         return RESULTS_DIR if self.name == "full" else RESULTS_DIR / self.name
 
 
+#: Accuracy budgets before the fine-tune (points) of the ``lrflow_budget<N>`` variants; the default's is GATE_POINTS.
+PRE_FT_BUDGETS = (2.0, 4.0)
+
+
+_BUDGET_PREFIX = "lrflow_budget"
+
+
+def budget_variant(points: float) -> str:
+    """``lrflow_budget2`` for 2.0 points."""
+    return f"{_BUDGET_PREFIX}{points:g}"
+
+
+def budget_of(variant: str) -> Optional[float]:
+    """The pre-fine-tune budget a ``lrflow_budget<N>`` variant name carries, else None."""
+    return float(variant[len(_BUDGET_PREFIX):]) if variant.startswith(_BUDGET_PREFIX) else None
+
+
 #: In run order: the headline comparisons first, so a long run killed midway has them.
 ALL_VARIANTS = (
-    "lrflow", "objective", "lrflow_target", "lrflow_guarded", "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
+    "lrflow", "objective", "lrflow_target", "lrflow_guarded", *map(budget_variant, PRE_FT_BUDGETS), "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
     "uniform_conv_svd", "uniform_conv_tucker2", "uniform_conv_spatial", "uniform_conv_cp",
     "uniform_dense_tt", "uniform_dense_tucker",
 )
@@ -186,6 +207,9 @@ def _compress_variants(mode: Mode) -> dict:
         "lrflow_guarded": ("lrflow", "default with the latency guard on (as the pipeline's params.yaml has it): "
                                      "layers whose chains make the child slower go back to dense before the fine-tune",
                            _base_config(mode, latency_guard=True)),
+        **{budget_variant(b): ("budget", f"default with a {b:g}-point accuracy budget before the fine-tune (the gate "
+                                         f"after it stays at {GATE_POINTS:g} point)", _base_config(mode, max_drop=b))
+           for b in PRE_FT_BUDGETS},
         "lrflow_sequential": ("selection", "default with sequential selection",
                               _base_config(mode, selection="sequential")),
         "energy95_svd": ("baseline", "SVD ranks at 95 % singular-value energy, fine-tune",

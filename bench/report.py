@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.common import BENCH, RESULTS_DIR
+from bench.harness import budget_of
 
 GOALS = {
     "params_reduction_avg": 90.0, "macs_reduction_avg": 70.0, "sigma_drop_at_macs50": 2.0,
@@ -34,7 +35,7 @@ GOALS = {
 ZOO_ORDER = ("fashion_vgg", "fashion_resnet", "fashion_mobilenetv2")
 #: Other processes' average busy cores during a variant above which its timings are flagged.
 CONTENTION_CORES = 0.3
-FAMILY_COLORS = {"lrflow": "#d62728", "selection": "#ff7f0e", "uniform": "#1f77b4", "objective": "#2ca02c",
+FAMILY_COLORS = {"lrflow": "#d62728", "budget": "#e377c2", "selection": "#ff7f0e", "uniform": "#1f77b4", "objective": "#2ca02c",
                  "baseline": "#9467bd", "error": "#7f7f7f"}
 
 
@@ -95,6 +96,14 @@ def _row(compare: dict, variant: str) -> Optional[dict]:
         if row["variant"] == variant:
             return row
     return None
+
+
+def _drop_vs_control(row: dict, compare: dict) -> Optional[float]:
+    """A fine-tuned child's test drop against the parent fine-tuned the same way (points), else None."""
+    control = (compare.get("parent_extra_epochs") or {}).get("test_accuracy")
+    if not row.get("finetuned") or control is None or row.get("test_accuracy") is None:
+        return None
+    return 100 * (control - row["test_accuracy"])
 
 
 def _lat(row, key):
@@ -352,8 +361,9 @@ def observations(results: dict) -> list[str]:
     notes = ["The accuracy budget of the lrflow default (`max_drop=1.0`) is enforced **before** the fine-tune, on the "
              "paired 95 % upper bound of the drop over the estimation set (validation, topped up with training images when it "
              "has fewer than 4 096; the goals table names which images a result used); the gate here is the test "
-             "drop **after** the fine-tune. The budget is therefore conservative by design: the `lrflow_target` row "
-             "(when run) shows what the goal's cost targets cost in accuracy after the fine-tune.",
+             "drop **after** the fine-tune. The budget is therefore conservative by design: the `lrflow_budget<N>` rows "
+             "(when run; section \"Accuracy budget before the fine-tune\") show what a larger one buys, and the "
+             "`lrflow_target` row what the goal's cost targets cost in accuracy after the fine-tune.",
              "Every variant but `lrflow_guarded` runs with the latency guard off (the `lrf_core` default; the "
              "pipeline's `params.yaml` turns it on), so the latency columns show what the factorizations do "
              "unguarded. `lrflow_guarded` is the default with the guard on: a child timed slower than its parent "
@@ -631,15 +641,12 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
                   f"\"drop FT vs control\" compares a fine-tuned child with the parent fine-tuned the same way. "
                   f"Latency speedups are against the same-structure control (TF) or the parent (TFLite).", ""]
         rows = []
-        control_acc = (c.get("parent_extra_epochs") or {}).get("test_accuracy")
         for r in c["rows"]:
             lat = r.get("latency") or {}
-            vs_control = (100 * (control_acc - r["test_accuracy"]) if r["finetuned"] and control_acc is not None
-                          and r["test_accuracy"] is not None else None)
             rows.append([
                 r["variant"], r["status"] if r["status"] != "ok" else "", _pct(r["params_kept"]), _pct(r["macs_kept"]),
                 _f(r["test_drop_no_ft"], "{:+.2f}"), _f(r["test_drop"], "{:+.2f}") if r["finetuned"] else "—",
-                _f(vs_control, "{:+.2f}"),
+                _f(_drop_vs_control(r, c), "{:+.2f}"),
                 "pass" if r["gate_passed"] else ("fail" if r["gate_passed"] is not None else "—"),
                 _f(lat.get("speedup_vs_control_tf_b1"), "{:.2f}×"), _f(lat.get("speedup_vs_control_tf_b64"), "{:.2f}×"),
                 _f(lat.get("speedup_tflite_b1"), "{:.2f}×"), _f(lat.get("macs_ratio"), "{:.2f}×"),
@@ -699,6 +706,8 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
                                f"{1e6 * b['chain_s']:.0f}", f"{b['chain_over_dense']:.2f}",
                                _f(b["macs_before"] / b["macs_after"] if b.get("macs_after") else None, "{:.1f}")] for b in blocks]), ""]
 
+    lines += _budget_section(compare)
+
     profiles = [(m, (c.get("extras") or {}).get("lrflow", {}).get("profile")) for m, c in compare.items()]
     profiles = [(m, p) for m, p in profiles if p]
     if profiles:
@@ -745,6 +754,49 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
     text = "\n".join(lines).rstrip() + "\n"
     out.write_text(text)
     return text
+
+
+def budget_points(compare: dict) -> dict:
+    """Per model, the default and its ``lrflow_budget<N>`` rows as ``[(budget points, row)]``, budget ascending.
+
+    The default's budget is the gate (``gate_points``); a row that failed is kept (its status says why).
+    """
+    out = {}
+    for name, c in compare.items():
+        points = [(float(c.get("gate_points", 1.0)), r) for r in c["rows"] if r["variant"] == "lrflow"]
+        points += [(budget_of(r["variant"]), r) for r in c["rows"] if budget_of(r["variant"]) is not None]
+        if len(points) > 1:
+            out[name] = sorted(points, key=lambda t: t[0])
+    return out
+
+
+def _budget_section(compare: dict) -> list[str]:
+    """What a larger accuracy budget before the fine-tune buys: compression against the drop after it."""
+    per_model = budget_points(compare)
+    if not per_model:
+        return []
+    rows, best = [], []
+    for name, points in per_model.items():
+        for budget, r in points:
+            rows.append([name, f"{budget:g}", r["status"] if r["status"] != "ok" else "", _pct(r["params_kept"]), _pct(r["macs_kept"]),
+                         _f(r.get("est_drop_ucb95"), "{:+.2f}"), _f(r["test_drop_no_ft"], "{:+.2f}"),
+                         _f(r["test_drop"], "{:+.2f}"), _f(_drop_vs_control(r, compare[name]), "{:+.2f}"),
+                         "pass" if r["gate_passed"] else ("fail" if r["gate_passed"] is not None else "—")])
+        passing = [(b, r) for b, r in points if r["status"] == "ok" and r["gate_passed"]]
+        if passing:
+            b, r = max(passing, key=lambda t: t[0])
+            best.append(f"{name}: {b:g} point(s) (params {_pct(r['params_kept'])}, MACs {_pct(r['macs_kept'])} kept, "
+                        f"drop after fine-tune {r['test_drop']:+.2f})")
+        else:
+            best.append(f"{name}: none")
+    return ["## Accuracy budget before the fine-tune", "",
+            "The default checks its budget **before** the fine-tune (the `max_drop` of `lrf_core`, `search.max_drop` in "
+            "`params.yaml`); the gate is checked **after** it. The `lrflow_budget<N>` rows give the search an N-point "
+            "budget and keep the gate at the same point: how much compression the one-shot fine-tune buys back. "
+            "\"bound\" is the 95 % upper bound of the estimated drop the search accepted.", "",
+            _table(["model", "budget before FT (pt)", "status", "params kept", "MACs kept", "bound (pt)",
+                    "drop no-FT (pt)", "drop FT (pt)", "drop FT vs control (pt)", "gate"], rows), "",
+            "Largest budget whose child still passes the gate: " + "; ".join(best) + ".", ""]
 
 
 def _dask_section(dask: Optional[dict]) -> list[str]:

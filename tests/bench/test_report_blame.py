@@ -80,3 +80,29 @@ def test_guard_summary_reports_the_guarded_childs_speedup_and_the_layers_sent_ba
                            "lrflow 50.0 %")
     assert "then 2 layer(s) sent back by the whole-model check, child ÷ parent time in the search 0.97)" in text
     assert _guard_summary({"m": {"rows": []}}, "speedup_tf_b1") == ""  # not run: nothing claimed
+
+
+def _budget_row(variant, params, macs, drop_no_ft, drop, passed, status="ok"):
+    return {"variant": variant, "status": status, "params_kept": params, "macs_kept": macs, "est_drop_ucb95": None,
+            "test_drop_no_ft": drop_no_ft, "test_drop": drop, "test_accuracy": 0.9 - drop / 100, "gate_passed": passed,
+            "finetuned": True}
+
+
+def test_budget_section_orders_budgets_and_names_the_largest_that_still_passes_the_gate():
+    from bench.harness import budget_of, budget_variant
+    from bench.report import _budget_section, budget_points
+
+    assert budget_variant(2.0) == "lrflow_budget2" and budget_of("lrflow_budget2") == 2.0
+    assert budget_of("lrflow_guarded") is None
+    rows = [_budget_row("lrflow_budget4", 0.2, 0.3, 5.0, 1.5, False), _budget_row("lrflow", 0.6, 0.7, 0.2, -0.5, True),
+            _budget_row("lrflow_budget2", 0.4, 0.5, 1.8, 0.4, True), _budget_row("energy95_svd", 0.5, 0.5, 3.0, 0.2, True)]
+    compare = {"m": {"gate_points": 1.0, "rows": rows, "parent_extra_epochs": {"test_accuracy": 0.91}},
+               "alone": {"gate_points": 1.0, "rows": rows[1:2]}}  # the default alone: no budget comparison
+    points = budget_points(compare)
+    assert list(points) == ["m"]
+    assert [(b, r["variant"]) for b, r in points["m"]] == [(1.0, "lrflow"), (2.0, "lrflow_budget2"), (4.0, "lrflow_budget4")]
+    text = "\n".join(_budget_section(compare))
+    assert "| m | 2 |  | 40.0 % | 50.0 % | — | +1.80 | +0.40 | +1.40 | pass |" in text  # vs control: 91 − 89.6
+    assert "Largest budget whose child still passes the gate: m: 2 point(s) (params 40.0 %, MACs 50.0 % kept, " \
+           "drop after fine-tune +0.40)." in text
+    assert _budget_section({"alone": compare["alone"]}) == []
