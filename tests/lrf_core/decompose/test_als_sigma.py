@@ -41,6 +41,15 @@ def _brute_force(target: SigmaTarget, forward, shape) -> np.ndarray:
     return x.reshape(shape)
 
 
+def _force(path: str, monkeypatch) -> None:
+    """Solve by the dense normal matrix or by (uncapped) CG whatever the cost rule would pick."""
+    if path == "cg":
+        monkeypatch.setattr(als_sigma, "DENSE_LIMIT", 0)
+        monkeypatch.setattr(als_sigma, "CG_MAXITER", 500)
+    else:
+        monkeypatch.setattr(als_sigma, "DENSE_OVER_CG", float("inf"))
+
+
 def _slices_forward(target, g_axes, p):
     kh, kw, s = target.dims
     letters = "hws"
@@ -74,9 +83,7 @@ def test_output_factor_is_the_least_squares_optimum(correlated_sigma):
 @pytest.mark.parametrize("g_axes", [(2,), (0, 2), (1,)])
 @pytest.mark.parametrize("path", ["dense", "cg"])
 def test_solve_slices_is_the_least_squares_optimum(g_axes, path, correlated_sigma, monkeypatch):
-    if path == "cg":
-        monkeypatch.setattr(als_sigma, "DENSE_LIMIT", 0)
-        monkeypatch.setattr(als_sigma, "CG_MAXITER", 500)
+    _force(path, monkeypatch)
     target = _target(correlated_sigma)
     split = target.split(g_axes)
     rng = np.random.default_rng(2)
@@ -91,9 +98,7 @@ def test_solve_slices_is_the_least_squares_optimum(g_axes, path, correlated_sigm
 @pytest.mark.parametrize("g_axes", [(2,), (0,), (1,)])
 @pytest.mark.parametrize("path", ["dense", "cg"])
 def test_solve_khatri_rao_is_the_least_squares_optimum(g_axes, path, correlated_sigma, monkeypatch):
-    if path == "cg":
-        monkeypatch.setattr(als_sigma, "DENSE_LIMIT", 0)
-        monkeypatch.setattr(als_sigma, "CG_MAXITER", 500)
+    _force(path, monkeypatch)
     target = _target(correlated_sigma, seed=1)
     split = target.split(g_axes)
     rng = np.random.default_rng(3)
@@ -110,6 +115,22 @@ def test_solve_khatri_rao_is_the_least_squares_optimum(g_axes, path, correlated_
     expected = _brute_force(target, forward, (split.g, r))
     assert _loss(target, forward(f)) == pytest.approx(_loss(target, forward(expected)), rel=1e-9)
     np.testing.assert_allclose(f, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_dense_solves_are_chosen_only_when_cheap_against_capped_cg():
+    from lrf_core.decompose.als_sigma import CG_MAXITER, DENSE_LIMIT, DENSE_OVER_CG, use_dense
+
+    # Tucker-2 U_S of a 16-channel 3×3 conv at r = 8 (n = 128): build 1.3 M + Cholesky 0.7 M flops vs CG 1.3 M
+    g, e, r = 16, 9, 8
+    d = g * e
+    assert use_dense(g * r, g * g * e * e * r * r, r * d * d + g * e * e * r * r, g, r)
+    # the same at 64 channels, r = 32 (n = 2 048): 3.2 G flops against ~80 M for the capped CG
+    g, r = 64, 32
+    d = g * e
+    build, apply = g * g * e * e * r * r, r * d * d + g * e * e * r * r
+    assert (build + (g * r) ** 3 / 3) > 30 * CG_MAXITER * apply  # ~40×
+    assert not use_dense(g * r, build, apply, g, r)
+    assert not use_dense(DENSE_LIMIT + 1, 0.0, 1e30, DENSE_LIMIT + 1, 1)  # the memory cap holds however cheap
 
 
 def test_kronecker_preconditioner_solves_separable_sigma_in_one_cg_step(monkeypatch):
