@@ -122,6 +122,10 @@ def _add_compress_parser(sub, fmt) -> None:
     compress.add_argument("--target-latency", type=float, metavar="F",
                           help="measured latency (batch 1, TF CPU) at most this fraction of the parent's")
     compress.add_argument("--max-drop", type=float, metavar="D", help="accuracy budget in points against the parent")
+    compress.add_argument("--recovery-budgets", type=float, nargs="+", default=(), metavar="D",
+                          help="with --max-drop: larger budgets (points, before the fine-tune) chosen too and fine-tuned "
+                               "first, largest first; the first child within --max-drop on validation after its "
+                               "fine-tune is kept (e.g. 4 2)")
     compress.add_argument("--methods", nargs="+", metavar="TYPE=IDS", help=METHODS_HELP)
     compress.add_argument("--selection", choices=("layerwise", "sequential"), default="layerwise",
                           help="sequential scores each layer with upstream layers already replaced")
@@ -322,7 +326,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         objective=args.objective, grid_points=args.grid_points, ranks=args.ranks,
         skip_layers=tuple(n for n in args.skip_layers.split(",") if n),
         finetune=FinetuneConfig(epochs=args.finetune_epochs, distill=args.distill, seed=args.seed),
-        latency_guard=args.latency_guard, seed=args.seed,
+        latency_guard=args.latency_guard, recovery_budgets=tuple(args.recovery_budgets), seed=args.seed,
     )
     if args.mode == "dprp":
         return _compress_dprp(args, model, data, out)

@@ -79,6 +79,15 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Fine-tune", "",
                   f"{ft['epochs_run']} epoch(s), best at epoch {ft['best_epoch']}; validation accuracy "
                   f"{_pct(ft['val_accuracy_before'])} → {_pct(ft['val_accuracy_after'])}; {ft['seconds_per_epoch']:.2f} s per epoch."]
+    if report.get("recovery"):
+        lines += ["", "## Recovery budgets", "",
+                  "Larger accuracy budgets before the fine-tune were tried first, largest first; a child was kept when "
+                  "its validation drop after the fine-tune was within the base budget (the last one tried is kept "
+                  "whatever its drop).", "",
+                  "| budget before fine-tune (points) | params kept | MACs kept | validation drop after fine-tune | kept |",
+                  "|---:|---:|---:|---:|:---:|"]
+        lines += [f"| {a['max_drop_before_finetune']:g} | {_pct(a['params_kept'])} | {_pct(a['macs_kept'])} | "
+                  f"{a['val_drop_after_finetune']:.2f} points | {'**yes**' if a['kept'] else 'no'} |" for a in report["recovery"]]
     if report.get("phases_s"):
         lines += ["", "## Time per phase (s)", "", "| phase | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in report["phases_s"].items()]

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lrf_core.errors import PlanError
+from lrf_core.search.budgets import check_recovery_budgets
 
 __all__ = ["PipelineParams", "load_params", "params_from_mapping"]
 
@@ -45,11 +46,18 @@ class SearchParams(_Section):
     grid_points: int = Field(12, ge=2)
     skip_layers: tuple[str, ...] = ()
     latency_guard: bool = Field(True, description="never choose a block measured slower than the dense layer")
+    recovery_budgets: tuple[float, ...] = Field(
+        (), description="larger budgets (points, before the fine-tune) chosen too and fine-tuned first; the first "
+                        "child whose validation drop after the fine-tune is within max_drop is kept "
+                        "(lrf_core/search/budgets.py)")
 
     @model_validator(mode="after")
     def _has_target(self) -> "SearchParams":
         if self.target_params is None and self.target_macs is None and self.max_drop is None:
             raise ValueError("set at least one of target_params, target_macs, max_drop")
+        check_recovery_budgets(self.recovery_budgets, max_drop=self.max_drop,
+                               cost_targets=self.target_params is not None or self.target_macs is not None,
+                               rank_rule=False, selection=self.selection)
         return self
 
 
@@ -108,7 +116,7 @@ def _format_errors(error: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown key `{where}` (check the spelling; allowed keys are in tasks/params.py)")
         else:
-            lines.append(f"`{where}`: {e['msg']}")
+            lines.append(f"`{where}`: {e['msg'].rstrip('.')}")
     return "; ".join(lines)
 
 

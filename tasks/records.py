@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.files import file_sha256
 
-__all__ = ["FileRef", "ModelRecord", "DataRecord", "CheckRecord", "CalibrationRecord", "SearchRecord",
-           "ModelFileRecord", "FinetuneRecord", "GateRecord", "PublishRecord", "PromoteRecord"]
+__all__ = ["FileRef", "ModelRecord", "DataRecord", "CheckRecord", "CalibrationRecord", "SearchChoice",
+           "SearchRecord", "RecoveryChild", "ModelFileRecord", "FinetuneRecord", "GateRecord", "PublishRecord", "PromoteRecord"]
 
 
 class _Record(BaseModel):
@@ -67,18 +67,33 @@ class CalibrationRecord(_Record):
     examples: int
 
 
-class SearchRecord(_Record):
+class SearchChoice(_Record):
+    """One choice of the search: the decision (JSON + arrays), its report and what it keeps."""
+
     decision: FileRef
     arrays: FileRef
     report: FileRef
     factorized: tuple[str, ...]
     params_kept: float
     macs_kept: float
+    max_drop: Optional[float] = None  # the accuracy budget (points, before the fine-tune) it was chosen under
+
+
+class SearchRecord(SearchChoice):
+    """The choice at ``search.max_drop`` and, with ``search.recovery_budgets``, the choices at those, largest first."""
+
+    recovery: tuple[SearchChoice, ...] = ()
+
+
+class RecoveryChild(_Record):
+    max_drop: float
+    model: FileRef
 
 
 class ModelFileRecord(_Record):
     model: FileRef
     params: int
+    recovery: tuple[RecoveryChild, ...] = ()  # the recovery choices rebuilt, largest budget first
 
 
 class FinetuneRecord(_Record):
@@ -86,6 +101,8 @@ class FinetuneRecord(_Record):
     result: FileRef
     val_accuracy_before: float
     val_accuracy_after: float
+    kept_max_drop: Optional[float] = None  # with recovery: the budget whose child was kept
+    recovery: Optional[FileRef] = None  # with recovery: every attempt (recovery.json)
 
 
 class GateRecord(_Record):

@@ -26,7 +26,7 @@ from tasks.files import load_npz, read_json, save_npz_atomic, write_atomic, writ
 from tasks.params import PipelineParams
 from tasks.records import (
     CalibrationRecord, CheckRecord, DataRecord, FileRef, FinetuneRecord, GateRecord, ModelFileRecord, ModelRecord,
-    PromoteRecord, PublishRecord, SearchRecord,
+    PromoteRecord, PublishRecord, RecoveryChild, SearchChoice, SearchRecord,
 )
 
 logger = logging.getLogger(__name__)
@@ -242,7 +242,8 @@ def compress_config(params: PipelineParams):
         methods={"conv2d": tuple(s.methods_conv), "dense": tuple(s.methods_dense)},
         targets=CostTargets(params=s.target_params, macs=s.target_macs), max_drop=s.max_drop,
         selection=s.selection, refit=s.refit, similarity=s.similarity, objective=s.objective,
-        grid_points=s.grid_points, skip_layers=tuple(s.skip_layers), latency_guard=s.latency_guard, seed=params.seed,
+        grid_points=s.grid_points, skip_layers=tuple(s.skip_layers), latency_guard=s.latency_guard,
+        recovery_budgets=tuple(s.recovery_budgets), seed=params.seed,
         finetune=FinetuneConfig(epochs=f.epochs, learning_rate=f.learning_rate, distill=f.distill, seed=params.seed),
     )
 
@@ -255,7 +256,6 @@ def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibra
     the decision does not depend on it. A missed target raises
     :class:`lrf_core.search.compress.TargetNotMetError` (the flow stops, nothing is published).
     """
-    from lrf_core.decision import decision_to_data
     from lrf_core.search import compress as core
     from tasks.distributed import layer_map_on
 
@@ -271,6 +271,20 @@ def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibra
     with layer_map_on(dask_address) as layer_map:
         searched = core.search(parent, splits, config, stats=stats, latency_fn=block_fn, model_latency_fn=models_fn,
                                layer_map=layer_map)
+    # recovery choices first, each in its own directory: the base choice's files stay where they always were
+    recovery = tuple(_write_choice(r, out_dir / _recovery_dir(r.max_drop)) for r in searched.recovery)
+    return SearchRecord(**dict(_write_choice(searched, out_dir)), recovery=recovery)
+
+
+def _recovery_dir(max_drop: float) -> str:
+    return f"recovery-{max_drop:g}"
+
+
+def _write_choice(searched, out_dir: Path) -> SearchChoice:
+    """Write one search choice (decision JSON + arrays, report) and record what it keeps."""
+    from lrf_core.decision import decision_to_data
+
+    out_dir.mkdir(parents=True, exist_ok=True)
     meta, arrays = decision_to_data(searched.fitted)
     save_npz_atomic(out_dir / "decision.npz", arrays)
     write_json_atomic(out_dir / "decision.json", meta)
@@ -278,41 +292,63 @@ def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibra
     totals = searched.totals
     params_after = totals.params + sum(r["params_after"] - r["params_before"] for r in searched.report["layers"])
     macs_after = totals.macs + sum(r["macs_after"] - r["macs_before"] for r in searched.report["layers"])
-    return SearchRecord(decision=FileRef.of(out_dir / "decision.json"), arrays=FileRef.of(out_dir / "decision.npz"),
-                        report=FileRef.of(out_dir / "search-report.json"), factorized=tuple(searched.fitted),
-                        params_kept=params_after / totals.params, macs_kept=macs_after / max(totals.macs, 1))
+    return SearchChoice(max_drop=searched.max_drop, decision=FileRef.of(out_dir / "decision.json"),
+                        arrays=FileRef.of(out_dir / "decision.npz"), report=FileRef.of(out_dir / "search-report.json"),
+                        factorized=tuple(searched.fitted), params_kept=params_after / totals.params,
+                        macs_kept=macs_after / max(totals.macs, 1))
 
 
 def rebuild(params: PipelineParams, model: ModelRecord, searched: SearchRecord, out_dir: Path) -> ModelFileRecord:
-    """The parent with the decided chains in place (standard Keras layers only), before fine-tuning."""
+    """The parent with the decided chains in place (standard Keras layers only), before fine-tuning.
+
+    With recovery choices, each is rebuilt too (``recovery-<budget>/child.keras``).
+    """
     from lrf_core.decision import decision_from_data
     from lrf_core.model_io import save_model_atomic
     from lrf_core.rebuild import rebuild_model
 
     parent = _load_model(model.file, params)
-    chosen = decision_from_data(read_json(_verified(searched.decision)), load_npz(_verified(searched.arrays)))
-    child = rebuild_model(parent, chosen)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_model_atomic(child, out_dir / "child.keras")
-    return ModelFileRecord(model=FileRef.of(out_dir / "child.keras"), params=int(child.count_params()))
+
+    def build(choice, directory: Path):
+        chosen = decision_from_data(read_json(_verified(choice.decision)), load_npz(_verified(choice.arrays)))
+        child = rebuild_model(parent, chosen)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model_atomic(child, directory / "child.keras")
+        return FileRef.of(directory / "child.keras"), int(child.count_params())
+
+    recovery = tuple(RecoveryChild(max_drop=c.max_drop, model=build(c, out_dir / _recovery_dir(c.max_drop))[0])
+                     for c in searched.recovery)
+    ref, count = build(searched, out_dir)
+    return ModelFileRecord(model=ref, params=count, recovery=recovery)
 
 
 def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calibration: CalibrationRecord,
              child: ModelFileRecord, out_dir: Path) -> FinetuneRecord:
-    """One-shot fine-tune on the training split, early-stopped on validation (never the held-out split)."""
-    from lrf_core.finetune import finetune as run_finetune
-    from lrf_core.model_io import save_model_atomic
+    """One-shot fine-tune on the training split, early-stopped on validation (never the held-out split).
 
-    config = compress_config(params).finetune
+    With recovery choices they are fine-tuned first, largest budget first, and the first whose
+    validation drop after the fine-tune is within ``search.max_drop`` is kept
+    (:func:`lrf_core.search.compress.finetune_first_within`); every attempt goes to ``recovery.json``.
+    """
+    from lrf_core.model_io import save_model_atomic
+    from lrf_core.search.compress import finetune_first_within
+
+    config = compress_config(params)
     splits = _splits(params, data, calibration)
-    student = _load_model(child.model, params)
-    teacher = _load_model(model.file, params) if config.distill else None
-    result = run_finetune(student, splits.train, splits.val, config, teacher=teacher)
+    rungs = [(c.max_drop, lambda c=c: _load_model(c.model, params)) for c in child.recovery]
+    rungs.append((params.search.max_drop, lambda: _load_model(child.model, params)))
+    parent = _load_model(model.file, params)
+    kept, student, result, tried = finetune_first_within(parent, rungs, splits, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model_atomic(student, out_dir / "model.keras")
     write_json_atomic(out_dir / "finetune.json", asdict(result))
+    recovery = None
+    if tried:
+        write_json_atomic(out_dir / "recovery.json", tried)
+        recovery = FileRef.of(out_dir / "recovery.json")
     return FinetuneRecord(model=FileRef.of(out_dir / "model.keras"), result=FileRef.of(out_dir / "finetune.json"),
-                          val_accuracy_before=result.val_accuracy_before, val_accuracy_after=result.val_accuracy_after)
+                          val_accuracy_before=result.val_accuracy_before, val_accuracy_after=result.val_accuracy_after,
+                          kept_max_drop=rungs[kept][0] if tried else None, recovery=recovery)
 
 
 # -- gate -------------------------------------------------------------------------------------
@@ -352,7 +388,9 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
         from lrf_core.latency import default_latency_functions
 
         _, latency_fn = default_latency_functions(tuple(model.input_shape))
-    report = read_json(_verified(searched.report))
+    report = read_json(_verified(_kept_choice(searched, tuned).report))
+    if tuned.recovery is not None:
+        report["recovery"] = read_json(_verified(tuned.recovery))
     ft = FinetuneResult(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in read_json(_verified(tuned.result)).items()})
     config = compress_config(params)
     evaluate_final(report, parent, child, splits, config, ModelTotals(p_cost.params, p_cost.macs), ft, latency_fn)
@@ -404,6 +442,13 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
         "checks": [asdict(c) for c in verdict.checks],
     }
     return GateRecord(passed=passed, out_dir=str(out_dir), files=files, summary=json.loads(json.dumps(summary)))
+
+
+def _kept_choice(searched: SearchRecord, tuned: FinetuneRecord):
+    """The search choice whose child the fine-tune step kept (the base one without recovery)."""
+    if tuned.kept_max_drop is None or tuned.kept_max_drop == searched.max_drop:
+        return searched
+    return next(c for c in searched.recovery if c.max_drop == tuned.kept_max_drop)
 
 
 def _tree(root: Path, key_prefix: str) -> dict[str, FileRef]:

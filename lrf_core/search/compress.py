@@ -11,8 +11,11 @@ METHODS.md §3–4. Phases (each timed in the report):
    ``sequential`` mode λ is tuned again over passes that re-score each layer with the
    upstream choices in place (§3.6), and the sequential choice is kept only if it is not
    worse on the calibration objective (mean KL of the parent's vs the child's output
-   distribution);
-4. **rebuild** and one-shot **fine-tune** (:mod:`lrf_core.finetune`);
+   distribution); with ``recovery_budgets`` λ is also bisected against each of those larger
+   budgets (:mod:`lrf_core.search.budgets`), largest first, sharing every evaluation;
+4. **rebuild** and one-shot **fine-tune** (:mod:`lrf_core.finetune`); recovery choices are
+   fine-tuned first and the first within ``max_drop`` on validation after it is kept
+   (:func:`finetune_first_within`);
 5. **evaluation**: accuracy on validation and held-out data, measured latency, and every
    target checked on the final model. A missed target is reported with the best reachable
    point; the caller exits non-zero and writes no model.
@@ -20,10 +23,11 @@ METHODS.md §3–4. Phases (each timed in the report):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Literal, Mapping, Optional, Sequence
 
 import keras
@@ -44,6 +48,7 @@ from lrf_core.search.allocate import (
     LAMBDA_RANGE, Allocation, Allocator, CostTargets, LayerBaseline, ModelTotals, allocate, allocation_totals,
     bisect_lambda, lambda_for_cost_targets, layerwise_allocator,
 )
+from lrf_core.search.budgets import check_recovery_budgets
 from lrf_core.search.candidates import (
     Candidate, feature_map_tail, front_of, layer_input_shape, reference_feature_map, score_similarity,
 )
@@ -91,6 +96,7 @@ class CompressConfig:
     skip_layers: tuple[str, ...] = ()
     finetune: FinetuneConfig = FinetuneConfig()
     latency_guard: bool = False
+    recovery_budgets: tuple[float, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -116,6 +122,8 @@ class CompressConfig:
                             "sequential to choose; drop one of the two.")
         if self.grid_points < 2:
             raise PlanError(f"grid_points must be >= 2. Received {self.grid_points}.")
+        check_recovery_budgets(self.recovery_budgets, max_drop=self.max_drop, cost_targets=bool(self.targets.active),
+                               rank_rule=self.ranks is not None, selection=self.selection)
 
     @property
     def has_target(self) -> bool:
@@ -152,6 +160,14 @@ class SearchResult:
     allocation: Allocation
     report: dict
     totals: ModelTotals
+    #: With ``recovery_budgets``: the choices at those larger budgets, largest first, each a SearchResult
+    #: of its own; :func:`finish` fine-tunes them in this order before this one.
+    recovery: tuple["SearchResult", ...] = ()
+
+    @property
+    def max_drop(self) -> Optional[float]:
+        """The accuracy budget (points, before the fine-tune) this choice was made under."""
+        return self.report["config"]["max_drop"]
 
     @property
     def fitted(self) -> dict:
@@ -371,12 +387,28 @@ def search(
 
     lambda_path: list[dict] = []
     comparison: dict = {}
+    # the same candidate objects → (point, budget it was refused at early, the allocation: keeps the ids in use)
+    evaluated: dict[tuple, tuple[dict, Optional[float], Allocation]] = {}
 
     def evaluate(alloc: Allocation, reject_above: Optional[float] = None) -> dict:
         """The allocation's estimated drop (and calibration KL). With ``reject_above``, the first
         :data:`EARLY_REJECT_EXAMPLES` (a random subset) decide alone when even the lower 95 %
         bound of the drop is above it. Refusing early only ever refuses more (at most a 5 %
-        chance for an allocation right at the budget, which costs compression, never accuracy)."""
+        chance for an allocation right at the budget, which costs compression, never accuracy).
+
+        Memoized on the candidate objects (a refitted candidate is another model even at the same
+        rank): a full evaluation serves every later call; an early refusal serves calls with a
+        budget no larger than the one it was refused at (so recovery budgets run largest first)."""
+        key = tuple(sorted((name, id(c)) for name, c in alloc.choice.items()))
+        if key in evaluated:
+            point, refused_at, _ = evaluated[key]
+            if refused_at is None or (reject_above is not None and reject_above <= refused_at):
+                return point
+        point = _evaluate(alloc, reject_above)
+        evaluated[key] = (point, reject_above if point["examples"] < len(est_y) else None, alloc)
+        return point
+
+    def _evaluate(alloc: Allocation, reject_above: Optional[float]) -> dict:
         child = rebuild_model(parent, {k: v.fitted for k, v in alloc.factorized.items()})
         cost, _ = allocation_totals(alloc, baselines, totals)
         point = {
@@ -398,7 +430,11 @@ def search(
         lambda_path.append(point)
         return point
 
+    rung_configs = [replace(config, max_drop=b, recovery_budgets=()) for b in sorted(config.recovery_budgets, reverse=True)]
     with timer("allocation"):
+        # recovery rungs first, largest budget first: the memo then serves each smaller budget (see evaluate)
+        rungs = [(c, _choose(layerwise_allocator(fronts, baselines, totals, c.targets), baselines, totals, c, evaluate)[0])
+                 for c in rung_configs]
         if config.ranks is not None:
             # baseline ranks: take every saving candidate as it is
             alloc, cost_ok = Allocation({k: (v[0] if v else None) for k, v in fronts.items()}, float("nan")), True
@@ -420,29 +456,37 @@ def search(
             f"candidates reaches {best}. Relax the target or allow more methods.", report,
         )
 
-    guard, after_guard = None, None
-    if config.latency_guard:
-        with timer("latency"):
-            guard = guard_model_latency(alloc, lambda a: _latency_ratio(parent, a, model_latency_fn), baselines, totals,
-                                        config.targets)
-        alloc = guard.allocation
-        if guard.reverted and alloc.factorized and config.max_drop is not None:
-            with timer("allocation"):  # the budget was checked on the allocation before the guard
-                after_guard = evaluate(alloc)
-    with timer("refit"):
-        if refit_on_compressed:
-            alloc = sequential_at.refit_chosen(alloc)
-        else:
-            alloc = _refit_chosen(parent, summary, alloc, stats, config, parent_inputs, layer_map)
-    report = _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, config, timer, lambda_path,
-                              reverted=guard.reverted if guard else ())
-    if comparison:
-        report["selection_comparison"] = comparison
-    if guard:
-        report["latency_guard"] = guard.as_dict()
-        if after_guard is not None:
-            report["latency_guard"]["est_drop_ucb95_after"] = after_guard["est_drop_ucb95"]
-    return SearchResult(alloc, report, totals)
+    def settle(alloc: Allocation, cfg: CompressConfig) -> tuple[Allocation, Optional[dict]]:
+        """The latency guard (when on) and the full refit of one chosen allocation."""
+        guard_info = None
+        if cfg.latency_guard:
+            with timer("latency"):
+                guard = guard_model_latency(alloc, lambda a: _latency_ratio(parent, a, model_latency_fn), baselines,
+                                            totals, cfg.targets)
+            alloc, guard_info = guard.allocation, guard.as_dict()
+            if guard.reverted and alloc.factorized and cfg.max_drop is not None:
+                with timer("allocation"):  # the budget was checked on the allocation before the guard
+                    guard_info["est_drop_ucb95_after"] = evaluate(alloc)["est_drop_ucb95"]
+        with timer("refit"):
+            if refit_on_compressed:
+                alloc = sequential_at.refit_chosen(alloc)
+            else:
+                alloc = _refit_chosen(parent, summary, alloc, stats, cfg, parent_inputs, layer_map)
+        return alloc, guard_info
+
+    settled = [(cfg, *settle(a, cfg)) for cfg, a in rungs] + [(config, *settle(alloc, config))]
+
+    def result(cfg: CompressConfig, alloc: Allocation, guard_info: Optional[dict]) -> SearchResult:
+        report = _report_skeleton(parent, summary, layers, alloc, fronts, counts, baselines, cfg, timer, lambda_path,
+                                  reverted=tuple(guard_info["reverted"]) if guard_info else ())
+        if comparison:
+            report["selection_comparison"] = comparison
+        if guard_info:
+            report["latency_guard"] = guard_info
+        return SearchResult(alloc, report, totals)
+
+    *recovery, base = [result(*s) for s in settled]
+    return replace(base, recovery=tuple(recovery))
 
 
 def _latency_ratio(parent: keras.Model, alloc: Allocation, model_latency_fn) -> float:
@@ -461,22 +505,74 @@ def finish(
     model_latency_fn: Optional[Callable[[Sequence[keras.Model]], Sequence[float]]] = None,
     progress: Optional[Progress] = None,
 ) -> CompressResult:
-    """Phases 4–5: rebuild the searched choice, fine-tune once, evaluate every target."""
-    progress = progress or (lambda phase, done, total: None)
+    """Phases 4–5: rebuild the searched choice, fine-tune once, evaluate every target.
+
+    With recovery choices (``searched.recovery``, from ``config.recovery_budgets``) those are
+    fine-tuned first, largest budget first (:func:`finetune_first_within`): the first whose
+    validation drop after the fine-tune is within ``config.max_drop`` is kept, the choice at
+    ``max_drop`` itself is the last resort (the gate judges it). Validation split only: the
+    held-out split stays the gate's. Report key ``recovery``: every attempt.
+    """
     timer = _Timer()
-    with timer("rebuild"):
-        child = rebuild_model(parent, searched.fitted)
-    with timer("finetune"):
-        teacher = parent if config.finetune.distill else None
-        ft = finetune(child, data.train, data.val, config.finetune, teacher=teacher,
-                      on_epoch=lambda e, n, acc: progress("finetune", e, n))
-        progress("finetune", ft.epochs_run, ft.epochs_run)  # early stopping ends the bar
-    report = dict(searched.report)
+    attempts = [*searched.recovery, searched]
+    kept, child, ft, tried = finetune_first_within(
+        parent, [(a.max_drop, lambda a=a: rebuild_model(parent, a.fitted)) for a in attempts], data, config,
+        progress=progress, timer=timer)
+    chosen = attempts[kept]
+    report = dict(chosen.report)
+    if tried:
+        report["recovery"] = tried
     with timer("evaluation"):
-        evaluate_final(report, parent, child, data, config, searched.totals, ft, model_latency_fn)
+        evaluate_final(report, parent, child, data, config, chosen.totals, ft, model_latency_fn)
     report["phases_s"] = {**report["phases_s"], **{k: round(v, 3) for k, v in timer.phases.items()}}
     met = all(t["met"] for t in report["targets"])
     return CompressResult(child, report, met)
+
+
+Rung = tuple[Optional[float], Callable[[], keras.Model]]
+
+
+def finetune_first_within(
+    parent: keras.Model,
+    rungs: Sequence[Rung],
+    data: CompressData,
+    config: CompressConfig,
+    *,
+    progress: Optional[Progress] = None,
+    timer: Optional[Callable[[str], object]] = None,
+) -> tuple[int, keras.Model, FinetuneResult, list[dict]]:
+    """Fine-tune the rungs' children in order and keep the first within budget after the fine-tune.
+
+    ``rungs``: ``(budget before the fine-tune, child factory)``, largest budget first, the
+    choice at ``config.max_drop`` last. A child is kept when its validation drop after the
+    fine-tune (parent − best restored validation accuracy, points) is within
+    ``config.max_drop``; the last is kept whatever its drop. With one rung nothing is
+    measured. Returns ``(index kept, fine-tuned child, its result, attempts)``; an attempt
+    records its budget, params and MACs kept, validation drop and whether it was kept.
+    """
+    progress = progress or (lambda phase, done, total: None)
+    timer = timer or (lambda name: contextlib.nullcontext())
+    parent_val = _accuracy(_predict(parent, data.val.x), data.val.y) if len(rungs) > 1 else None
+    parent_cost = model_cost(parent)
+    teacher = parent if config.finetune.distill else None
+    tried: list[dict] = []
+    for i, (budget, make_child) in enumerate(rungs):
+        with timer("rebuild"):
+            child = make_child()
+        with timer("finetune"):
+            ft = finetune(child, data.train, data.val, config.finetune, teacher=teacher,
+                          on_epoch=lambda e, n, acc: progress("finetune", e, n))
+            progress("finetune", ft.epochs_run, ft.epochs_run)  # early stopping ends the bar
+        if parent_val is None:
+            return i, child, ft, tried
+        cost = model_cost(child)
+        drop = 100.0 * (parent_val - ft.val_accuracy_after)
+        kept = i == len(rungs) - 1 or drop <= config.max_drop + 1e-9
+        tried.append({"max_drop_before_finetune": budget, "params_kept": cost.params / parent_cost.params,
+                      "macs_kept": cost.macs / max(parent_cost.macs, 1), "val_drop_after_finetune": drop, "kept": kept})
+        if kept:
+            return i, child, ft, tried
+    raise ValueError("finetune_first_within needs at least one rung")
 
 
 # -- phases -------------------------------------------------------------------------------

@@ -177,3 +177,16 @@ def test_unknown_parameter_keys():
 
     with pytest.raises(PlanError, match="unknown key `search.target_parms`"):
         params_from_mapping({"name": NAME, "model": "m.keras", "search": {"target_parms": 0.3}})
+
+
+@pytest.mark.parametrize("search, match", [
+    ({"max_drop": 1.0, "recovery_budgets": [0.5]}, r"`search`: .*recovery_budgets must each be larger than max_drop \(1.0\)"),
+    ({"max_drop": 1.0, "target_params": 0.3, "recovery_budgets": [3.0]}, "neither cost targets"),
+    ({"max_drop": 1.0, "selection": "sequential", "recovery_budgets": [3.0]}, "layerwise only"),
+])
+def test_recovery_budgets_are_refused_when_they_cannot_be_tried(search, match):
+    """Checked when the parameters are read, before any step runs (same rule as lrf_core's CompressConfig)."""
+    from lrf_core.errors import PlanError
+
+    with pytest.raises(PlanError, match=match):
+        params_from_mapping({"name": NAME, "model": "m.keras", "search": search})

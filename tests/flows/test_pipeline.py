@@ -128,6 +128,27 @@ def test_a_model_that_loses_accuracy_is_published_rejected_and_the_alias_stays(p
         registry.promote(client, bucket, PREFIX, "digits", "production", result["version"])
 
 
+def test_recovery_budgets_fine_tune_the_larger_budget_first_and_fall_back(digits_model_path, bucket, workspace):
+    """A 1 000-point budget before the fine-tune compresses past what 2 epochs recover: that child is fine-tuned
+    first, found over the budget on validation, and the child at search.max_drop is kept, gated and published."""
+    import json
+    from pathlib import Path
+
+    from flows.pipeline import compress_model
+
+    params = _params(digits_model_path, bucket, workspace, name="digits-recovery",
+                     search={"target_params": None, "max_drop": 1.0, "recovery_budgets": [1000.0]})
+    result = compress_model(params)
+    report = json.loads((Path(result["report_dir"]) / "report.json").read_text())
+    tried = report["recovery"]
+    assert [a["max_drop_before_finetune"] for a in tried] == [1000.0, 1.0]
+    assert [a["kept"] for a in tried] == [False, True]
+    assert tried[0]["val_drop_after_finetune"] > 1.0 and tried[0]["params_kept"] < tried[1]["params_kept"]
+    assert report["config"]["max_drop"] == 1.0  # the gated report is the kept choice's
+    assert abs(result["summary"]["params_kept"] - tried[1]["params_kept"]) < 1e-9
+    assert "## Recovery budgets" in (Path(result["report_dir"]) / "report.md").read_text()
+
+
 def _bad_npz(tmp_path, digits_split, *, nan=False, drop_class=None):
     train, _, test = digits_split
     x, y = train.x.copy(), train.y.copy()

@@ -326,3 +326,84 @@ def test_a_large_validation_split_estimates_the_drop_alone():
     small = Dataset(val.x[:100], val.y[:100], "val", 3)
     x, _ = _estimation_set(CompressData(train, train, small), seed=0)
     assert len(x) == 600 and (x[:, 0] == -1).sum() == 500  # a small split is topped up with training images
+
+
+# -- recovery budgets: larger budgets before the fine-tune, tried first ---------------------------
+
+
+@pytest.fixture(scope="module")
+def recovery_search(digits_parent, digits_data):
+    config = _quick(max_drop=1.0, methods=SVD_ONLY, recovery_budgets=(2.0, 6.0))
+    return config, search(digits_parent, digits_data, config)
+
+
+def test_recovery_rungs_are_larger_budgets_largest_first_and_leave_the_base_choice_alone(recovery_search, digits_parent,
+                                                                                           digits_data):
+    config, searched = recovery_search
+    assert [r.max_drop for r in searched.recovery] == [6.0, 2.0] and searched.max_drop == 1.0
+    plain = search(digits_parent, digits_data, _quick(max_drop=1.0, methods=SVD_ONLY))
+    assert searched.allocation.key() == plain.allocation.key()  # the memo changes no decision
+    totals = [sum(row["params_after"] for row in r.report["layers"]) for r in (*searched.recovery, searched)]
+    assert totals[0] <= totals[1] <= totals[2]  # a larger budget never compresses less
+    assert totals[0] < totals[2]  # and here it compresses more
+    path = searched.report["lambda_path"]
+    full = [tuple(sorted(p.items())) for p in path if p["examples"] == max(q["examples"] for q in path)]
+    assert len(full) == len(set(full))  # no allocation read twice in full
+    parent_params = searched.totals.params
+    for r in (*searched.recovery, searched):
+        # the rung's allocation as evaluated (possibly at another λ giving the same allocation)
+        params = parent_params - sum(row["params_before"] - row["params_after"] for row in r.report["layers"])
+        chosen = [p for p in path if abs(p["params_kept"] * parent_params - params) < 0.5]
+        assert chosen and min(p["est_drop_ucb95"] for p in chosen) <= r.max_drop  # each rung within its own budget
+
+
+def _fake_finetune(drops, parent_val):
+    """Fine-tune stand-in: the n-th call leaves the model as it is and reports validation drop drops[n]."""
+    from lrf_core.finetune import FinetuneResult
+
+    calls = []
+
+    def fake(model, train, val, config, teacher=None, on_epoch=None):
+        drop = drops[len(calls)]
+        calls.append(model.count_params())
+        acc = parent_val - drop / 100
+        return FinetuneResult(1, 1, acc, acc, 0.0, (acc, acc))
+
+    return fake, calls
+
+
+@pytest.mark.parametrize("drops, kept_at", [([3.0, 0.5, 0.0], 1), ([3.0, 2.0, 5.0], 2), ([0.2, 0.0, 0.0], 0)])
+def test_finish_keeps_the_first_rung_within_the_budget_after_the_fine_tune(recovery_search, digits_parent, digits_data,
+                                                                          monkeypatch, drops, kept_at):
+    from lrf_core.search import compress as core
+
+    config, searched = recovery_search
+    parent_val = float(np.mean(np.argmax(digits_parent.predict(digits_data.val.x, verbose=0), 1) == digits_data.val.y))
+    fake, calls = _fake_finetune(drops, parent_val)
+    monkeypatch.setattr(core, "finetune", fake)
+    result = core.finish(digits_parent, searched, digits_data, config)
+    tried = result.report["recovery"]
+    assert len(calls) == len(tried) == kept_at + 1
+    assert [t["max_drop_before_finetune"] for t in tried] == [6.0, 2.0, 1.0][: kept_at + 1]
+    assert [t["kept"] for t in tried] == [False] * kept_at + [True]
+    assert [round(t["val_drop_after_finetune"], 6) for t in tried] == drops[: kept_at + 1]
+    rung = [*searched.recovery, searched][kept_at]
+    assert result.report["config"]["max_drop"] == rung.max_drop
+    assert result.model.count_params() == calls[-1]
+    assert {r["layer"]: r.get("rank") for r in result.report["layers"]} == {r["layer"]: r.get("rank") for r in
+                                                                          rung.report["layers"]}
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(max_drop=None), "need max_drop"),
+    (dict(max_drop=1.0, recovery_budgets=(1.0, 3.0)), "larger than max_drop"),
+    (dict(max_drop=1.0, selection="sequential"), "layerwise only"),
+    (dict(max_drop=1.0, targets=CostTargets(params=0.5)), "neither cost targets"),
+    (dict(max_drop=1.0, recovery_budgets=(3.0, 3.0)), "twice"),
+])
+def test_recovery_budgets_are_validated(changes, words):
+    from lrf_core.errors import PlanError
+
+    kwargs = {"recovery_budgets": (3.0,), **changes}
+    with pytest.raises(PlanError, match=words):
+        CompressConfig(**kwargs)
