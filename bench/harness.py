@@ -6,6 +6,9 @@ variant's last step), the harness runs:
 * ``lrflow``: the default (mixed methods, Σ-aware fit, CKA similarity, accuracy budget
   1.0 point on the estimation set, one-shot fine-tune), ``layerwise`` selection;
 * ``lrflow_sequential``: the same with ``selection="sequential"``;
+* ``lrflow_recovery``: the default with ``recovery_budgets`` (:data:`RECOVERY_BUDGETS`): the choices at
+  those budgets are fine-tuned first, largest first, and the first within the budget on validation
+  after its fine-tune is kept (its fine-tune time includes every attempt);
 * ``lrflow_budget<N>``: the default with an accuracy budget of ``N`` points **before** the fine-tune
   (:data:`PRE_FT_BUDGETS`); the gate after it stays at ``GATE_POINTS``. How much compression the
   one-shot fine-tune buys back, i.e. what ``search.max_drop`` above ``gate.max_drop`` is worth;
@@ -124,6 +127,8 @@ class Mode:
 
 #: Accuracy budgets before the fine-tune (points) of the ``lrflow_budget<N>`` variants; the default's is GATE_POINTS.
 PRE_FT_BUDGETS = (2.0, 4.0)
+#: The ``lrflow_recovery`` variant's recovery budgets (points before the fine-tune, tried largest first).
+RECOVERY_BUDGETS = (8.0, 4.0, 2.0)
 
 
 _BUDGET_PREFIX = "lrflow_budget"
@@ -141,7 +146,8 @@ def budget_of(variant: str) -> Optional[float]:
 
 #: In run order: the headline comparisons first, so a long run killed midway has them.
 ALL_VARIANTS = (
-    "lrflow", "objective", "lrflow_target", "lrflow_guarded", *map(budget_variant, PRE_FT_BUDGETS), "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
+    "lrflow", "objective", "lrflow_target", "lrflow_guarded", *map(budget_variant, PRE_FT_BUDGETS), "lrflow_recovery",
+    "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
     "uniform_conv_svd", "uniform_conv_tucker2", "uniform_conv_spatial", "uniform_conv_cp",
     "uniform_dense_tt", "uniform_dense_tucker",
 )
@@ -210,6 +216,9 @@ def _compress_variants(mode: Mode) -> dict:
         **{budget_variant(b): ("budget", f"default with a {b:g}-point accuracy budget before the fine-tune (the gate "
                                          f"after it stays at {GATE_POINTS:g} point)", _base_config(mode, max_drop=b))
            for b in PRE_FT_BUDGETS},
+        "lrflow_recovery": ("lrflow", f"default with recovery budgets {', '.join(f'{b:g}' for b in RECOVERY_BUDGETS)} "
+                                      "before the fine-tune: each choice fine-tuned in turn, the first within 1 point on "
+                                      "validation after it kept", _base_config(mode, recovery_budgets=RECOVERY_BUDGETS)),
         "lrflow_sequential": ("selection", "default with sequential selection",
                               _base_config(mode, selection="sequential")),
         "energy95_svd": ("baseline", "SVD ranks at 95 % singular-value energy, fine-tune",
@@ -336,12 +345,14 @@ def run_compress_variant(name, family, description, config, parent, data, splits
         if searched is not None:
             row["search_phases_s"] = dict(searched.report["phases_s"])
             path = searched.report.get("lambda_path") or []
-            chosen = [p for p in path if abs(p["lambda"] - searched.allocation.lam) < 1e-15]
+            result = finish(parent, searched, data, config, model_latency_fn=latency_fns.get("model_latency_fn"))
+            # with recovery budgets the kept child may be a larger budget's choice: its own accuracy before fine-tune
+            kept = next(c for c in (*searched.recovery, searched) if c.max_drop == result.report["config"]["max_drop"])
+            chosen = [p for p in path if abs(p["lambda"] - kept.allocation.lam) < 1e-15]
             row["est_drop_ucb95"] = chosen[-1]["est_drop_ucb95"] if chosen else None
-            child0 = rebuild_model(parent, searched.fitted)
+            child0 = rebuild_model(parent, kept.fitted)
             row["val_accuracy_no_ft"], row["test_accuracy_no_ft"] = _accuracies(child0, splits)
             del child0
-            result = finish(parent, searched, data, config, model_latency_fn=latency_fns.get("model_latency_fn"))
     row.update(probe())
     if searched is None:
         row.update(status="target_not_met", error=str(missed), layers=_layer_rows(missed.report["layers"]),
@@ -358,7 +369,7 @@ def run_compress_variant(name, family, description, config, parent, data, splits
     )
     return row, result.model, {"lambda_path": path, "selection_comparison": report.get("selection_comparison"),
                                "candidates": report.get("candidate_counts"), "profile": profile_info,
-                               "latency_guard": searched.report.get("latency_guard")}
+                               "latency_guard": searched.report.get("latency_guard"), "recovery": report.get("recovery")}
 
 
 def run_objective_variants(mode, parent, data, splits, target_macs: float):

@@ -789,6 +789,8 @@ def _budget_section(compare: dict) -> list[str]:
                         f"drop after fine-tune {r['test_drop']:+.2f})")
         else:
             best.append(f"{name}: none")
+    recovery = [_recovery_line(name, compare[name]) for name in per_model]
+    recovery = [line for line in recovery if line]
     return ["## Accuracy budget before the fine-tune", "",
             "The default checks its budget **before** the fine-tune (the `max_drop` of `lrf_core`, `search.max_drop` in "
             "`params.yaml`); the gate is checked **after** it. The `lrflow_budget<N>` rows give the search an N-point "
@@ -796,7 +798,22 @@ def _budget_section(compare: dict) -> list[str]:
             "\"bound\" is the 95 % upper bound of the estimated drop the search accepted.", "",
             _table(["model", "budget before FT (pt)", "status", "params kept", "MACs kept", "bound (pt)",
                     "drop no-FT (pt)", "drop FT (pt)", "drop FT vs control (pt)", "gate"], rows), "",
-            "Largest budget whose child still passes the gate: " + "; ".join(best) + ".", ""]
+            "Largest budget whose child still passes the gate: " + "; ".join(best) + ".", "",
+            *((["`lrflow_recovery` (the recovery budgets fine-tuned in turn, largest first, the first within 1 point "
+                "on validation after its fine-tune kept; `search.recovery_budgets` in `params.yaml`):", ""]
+               + [f"- {line}" for line in recovery] + [""]) if recovery else [])]
+
+
+def _recovery_line(name: str, c: dict) -> Optional[str]:
+    """One model's lrflow_recovery attempts: budget, validation drop after the fine-tune, which was kept, the test result."""
+    row, tried = _row(c, "lrflow_recovery"), ((c.get("extras") or {}).get("lrflow_recovery") or {}).get("recovery")
+    if not row or row["status"] != "ok" or not tried:
+        return None
+    steps = ", ".join(f"{a['max_drop_before_finetune']:g} pt → validation drop {a['val_drop_after_finetune']:+.2f}"
+                      f"{' **kept**' if a['kept'] else ''}" for a in tried)
+    return (f"{name}: {steps}; test drop {_f(row['test_drop'], '{:+.2f}')} ({'pass' if row['gate_passed'] else 'fail'}), "
+            f"params {_pct(row['params_kept'])}, MACs {_pct(row['macs_kept'])} kept, "
+            f"{len(tried)} fine-tune(s) in {_f(row['finetune_s'], '{:.0f}')} s")
 
 
 def _dask_section(dask: Optional[dict]) -> list[str]:

@@ -106,3 +106,16 @@ def test_budget_section_orders_budgets_and_names_the_largest_that_still_passes_t
     assert "Largest budget whose child still passes the gate: m: 2 point(s) (params 40.0 %, MACs 50.0 % kept, " \
            "drop after fine-tune +0.40)." in text
     assert _budget_section({"alone": compare["alone"]}) == []
+
+
+def test_the_recovery_line_lists_every_attempt_and_the_kept_one():
+    from bench.report import _budget_section
+
+    rows = [_budget_row("lrflow", 0.6, 0.7, 0.2, -0.5, True), _budget_row("lrflow_budget4", 0.2, 0.3, 5.0, 0.8, True),
+            {**_budget_row("lrflow_recovery", 0.2, 0.3, 5.0, 0.8, True), "finetune_s": 300.0}]
+    tried = [{"max_drop_before_finetune": 8.0, "val_drop_after_finetune": 1.7, "kept": False},
+             {"max_drop_before_finetune": 4.0, "val_drop_after_finetune": 0.4, "kept": True}]
+    compare = {"m": {"gate_points": 1.0, "rows": rows, "extras": {"lrflow_recovery": {"recovery": tried}}}}
+    text = "\n".join(_budget_section(compare))
+    assert ("- m: 8 pt → validation drop +1.70, 4 pt → validation drop +0.40 **kept**; test drop +0.80 (pass), "
+            "params 20.0 %, MACs 30.0 % kept, 2 fine-tune(s) in 300 s") in text
