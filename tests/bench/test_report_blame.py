@@ -119,3 +119,22 @@ def test_the_recovery_line_lists_every_attempt_and_the_kept_one():
     text = "\n".join(_budget_section(compare))
     assert ("- m: 8 pt → validation drop +1.70, 4 pt → validation drop +0.40 **kept**; test drop +0.80 (pass), "
             "params 20.0 %, MACs 30.0 % kept, 2 fine-tune(s) in 300 s") in text
+
+
+def test_the_compression_goals_are_stated_for_the_recovery_variant_too_and_only_where_it_ran():
+    def row(variant, params, macs, drop, passed=True):
+        return {**_budget_row(variant, params, macs, None, drop, passed), "cost_by_type": {"Dense": {"macs": 1}}}
+
+    tried = [{"max_drop_before_finetune": 8.0, "val_drop_after_finetune": 0.5, "kept": True}]
+    compare = {"a": {"rows": [row("lrflow", 0.5, 0.6, 0.1), {**row("lrflow_recovery", 0.05, 0.2, 0.9), "finetune_s": 90}],
+                     "extras": {"lrflow_recovery": {"recovery": tried}}},
+               "b": {"rows": [row("lrflow", 0.7, 0.8, -0.2)]}}
+    from bench.report import _compression_goals
+
+    out = {g["goal"]: g for v, label in (("lrflow", "lrflow default"), ("lrflow_recovery", "lrflow with recovery budgets"))
+           for g in _compression_goals(compare, v, label)}
+    assert out["params −90 % avg at ≤ 1.0 point test drop (lrflow default)"]["value"] == "−40.0 %"
+    recovery = out["params −90 % avg at ≤ 1.0 point test drop (lrflow with recovery budgets) over a"]
+    assert recovery["value"] == "−95.0 %" and recovery["met"] is True
+    assert "a: 8 pt → validation drop +0.50 **kept**" in recovery["why"]
+    assert out["MACs −70 % avg at ≤ 1.0 point test drop (lrflow with recovery budgets) over a"]["met"] is True
