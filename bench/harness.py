@@ -316,11 +316,22 @@ def _profiled(fn, *args, **kwargs):
     return result, {"seconds": time.perf_counter() - started, "top_tottime": top_self, "top_lrf_core_cumtime": top_lrf}
 
 
+def accepted_bound(lambda_path: list, params_kept: float) -> Optional[float]:
+    """The 95 % upper bound of the estimated drop the search accepted for a choice keeping ``params_kept``.
+
+    Matched by cost, not by λ: the λ search evaluates an allocation once (memoized), at whichever
+    λ first produced it, so the chosen λ need not appear in the path.
+    """
+    same = [p["est_drop_ucb95"] for p in lambda_path if abs(p["params_kept"] - params_kept) < 1e-9]
+    return min(same) if same else None
+
+
 def run_compress_variant(name, family, description, config, parent, data, splits, *, profile=False):
     """search → rebuild (accuracy without fine-tune) → finish (fine-tune, final accuracy).
 
     ``profile``: run the search under cProfile (a few % slower; the report names the hot spots).
     """
+    from lrf_core.graph import model_cost
     from lrf_core.rebuild import rebuild_model
     from lrf_core.search.compress import TargetNotMetError, finish, search
 
@@ -348,9 +359,8 @@ def run_compress_variant(name, family, description, config, parent, data, splits
             result = finish(parent, searched, data, config, model_latency_fn=latency_fns.get("model_latency_fn"))
             # with recovery budgets the kept child may be a larger budget's choice: its own accuracy before fine-tune
             kept = next(c for c in (*searched.recovery, searched) if c.max_drop == result.report["config"]["max_drop"])
-            chosen = [p for p in path if abs(p["lambda"] - kept.allocation.lam) < 1e-15]
-            row["est_drop_ucb95"] = chosen[-1]["est_drop_ucb95"] if chosen else None
             child0 = rebuild_model(parent, kept.fitted)
+            row["est_drop_ucb95"] = accepted_bound(path, model_cost(child0).params / model_cost(parent).params)
             row["val_accuracy_no_ft"], row["test_accuracy_no_ft"] = _accuracies(child0, splits)
             del child0
     row.update(probe())

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.common import BENCH, RESULTS_DIR
-from bench.harness import budget_of
+from bench.harness import accepted_bound, budget_of
 
 GOALS = {
     "params_reduction_avg": 90.0, "macs_reduction_avg": 70.0, "sigma_drop_at_macs50": 2.0,
@@ -794,7 +794,7 @@ def _budget_section(compare: dict) -> list[str]:
     for name, points in per_model.items():
         for budget, r in points:
             rows.append([name, f"{budget:g}", r["status"] if r["status"] != "ok" else "", _pct(r["params_kept"]), _pct(r["macs_kept"]),
-                         _f(r.get("est_drop_ucb95"), "{:+.2f}"), _f(r["test_drop_no_ft"], "{:+.2f}"),
+                         _f(_bound(r, compare[name]), "{:+.2f}"), _f(r["test_drop_no_ft"], "{:+.2f}"),
                          _f(r["test_drop"], "{:+.2f}"), _f(_drop_vs_control(r, compare[name]), "{:+.2f}"),
                          "pass" if r["gate_passed"] else ("fail" if r["gate_passed"] is not None else "—")])
         passing = [(b, r) for b, r in points if r["status"] == "ok" and r["gate_passed"]]
@@ -817,6 +817,13 @@ def _budget_section(compare: dict) -> list[str]:
             *((["`lrflow_recovery` (the recovery budgets fine-tuned in turn, largest first, the first within 1 point "
                 "on validation after its fine-tune kept; `search.recovery_budgets` in `params.yaml`):", ""]
                + [f"- {line}" for line in recovery] + [""]) if recovery else [])]
+
+
+def _bound(row: dict, c: dict) -> Optional[float]:
+    """A row's accepted 95 % bound; rows written before it was matched by cost get it from their λ path."""
+    if row.get("est_drop_ucb95") is not None or row.get("params_kept") is None:
+        return row.get("est_drop_ucb95")
+    return accepted_bound(((c.get("extras") or {}).get(row["variant"]) or {}).get("lambda_path") or [], row["params_kept"])
 
 
 def _recovery_line(name: str, c: dict) -> Optional[str]:

@@ -138,3 +138,11 @@ def test_the_compression_goals_are_stated_for_the_recovery_variant_too_and_only_
     assert recovery["value"] == "−95.0 %" and recovery["met"] is True
     assert "a: 8 pt → validation drop +0.50 **kept**" in recovery["why"]
     assert out["MACs −70 % avg at ≤ 1.0 point test drop (lrflow with recovery budgets) over a"]["met"] is True
+
+
+def test_the_accepted_bound_is_matched_by_cost_not_by_lambda():
+    from bench.harness import accepted_bound
+
+    path = [{"lambda": 1e-2, "params_kept": 0.4, "est_drop_ucb95": 0.9}, {"lambda": 1e-1, "params_kept": 0.2, "est_drop_ucb95": 3.0},
+            {"lambda": 2e-2, "params_kept": 0.4, "est_drop_ucb95": 0.9}]
+    assert accepted_bound(path, 0.4) == 0.9 and accepted_bound(path, 0.2) == 3.0 and accepted_bound(path, 0.3) is None
