@@ -456,6 +456,8 @@ def search(
             f"candidates reaches {best}. Relax the target or allow more methods.", report,
         )
 
+    refits: dict = {}  # one refit per chosen candidate across the recovery choices (_refit_chosen)
+
     def settle(alloc: Allocation, cfg: CompressConfig) -> tuple[Allocation, Optional[dict]]:
         """The latency guard (when on) and the full refit of one chosen allocation."""
         guard_info = None
@@ -471,7 +473,7 @@ def search(
             if refit_on_compressed:
                 alloc = sequential_at.refit_chosen(alloc)
             else:
-                alloc = _refit_chosen(parent, summary, alloc, stats, cfg, parent_inputs, layer_map)
+                alloc = _refit_chosen(parent, summary, alloc, stats, cfg, parent_inputs, layer_map, refits)
         return alloc, guard_info
 
     settled = [(cfg, *settle(a, cfg)) for cfg, a in rungs] + [(config, *settle(alloc, config))]
@@ -793,15 +795,20 @@ def _refit_front(parent, current, summary, name, front, calib_x, config, *, n_it
     return refitted
 
 
-def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inputs, layer_map: LayerMap) -> Allocation:
+def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inputs, layer_map: LayerMap,
+                  done: Optional[dict] = None) -> Allocation:
     """Refit the chosen candidates of iterative methods with the full sweep schedule.
 
     Candidates are scored after ``search_iterations`` ALS sweeps (cheap, enough to rank
     them); only the chosen ones get the full fit (as jobs, through ``layer_map``), whose
     similarity is measured again. A refit is kept only when it is at least as similar.
+    ``done`` (candidate id → its outcome, filled here) spares refitting a candidate that an
+    earlier choice of the same search (a recovery budget) already chose.
     """
+    done = {} if done is None else done
     choice = dict(alloc.choice)
-    chosen = {name: c for name, c in alloc.factorized.items() if c.method != "svd"}  # closed form: a refit is identical
+    # svd is closed form (a refit is identical); a candidate refitted for another choice is reused
+    chosen = {name: c for name, c in alloc.factorized.items() if c.method != "svd" and id(c) not in done}
     jobs = [RefitJob(_layer_weights(parent, summary, name, stats[name]), c.method, c.rank, config.objective, config.seed)
             for name, c in chosen.items()]
     for (name, previous), ([fitted], _) in zip(chosen.items(), layer_map(run_job, jobs)):
@@ -810,8 +817,10 @@ def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inpu
         reference = reference_feature_map(layer, tail, parent_inputs[name])
         (refit,) = score_similarity([fitted.with_scores(latency_s=previous.latency_s)], layer, tail,
                                     parent_inputs[name], reference, config.similarity)
-        if refit.similarity >= previous.similarity:
-            choice[name] = refit
+        done[id(previous)] = (previous, refit if refit.similarity >= previous.similarity else previous)
+    for name, c in alloc.factorized.items():
+        if id(c) in done:
+            choice[name] = done[id(c)][1]
     return Allocation(choice, alloc.lam)
 
 

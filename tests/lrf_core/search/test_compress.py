@@ -407,3 +407,24 @@ def test_recovery_budgets_are_validated(changes, words):
     kwargs = {"recovery_budgets": (3.0,), **changes}
     with pytest.raises(PlanError, match=words):
         CompressConfig(**kwargs)
+
+
+def test_a_candidate_chosen_under_several_budgets_is_refitted_once(planted):
+    """Each planted conv has one exact cheap candidate, chosen under every budget: two refit jobs in all, not six."""
+    from lrf_core.search.jobs import RefitJob, local_map
+
+    model, data = planted
+    refits = []
+
+    def counting_map(fn, jobs):
+        jobs = list(jobs)
+        refits.extend(j for j in jobs if isinstance(j, RefitJob))
+        return local_map(fn, jobs)
+
+    searched = search(model, data, _quick(max_drop=1.0, skip_layers=("head",), recovery_budgets=(2.0, 6.0)),
+                      layer_map=counting_map)
+    chosen = {(name, c.method, c.rank) for r in (*searched.recovery, searched) for name, c in r.allocation.factorized.items()
+              if c.method != "svd"}
+    assert len(refits) == len(chosen) == 2
+    for r in searched.recovery:  # the very same refitted candidates
+        assert all(r.allocation.choice[n] is searched.allocation.choice[n] for n in ("a", "b"))
