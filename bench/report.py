@@ -250,10 +250,15 @@ def _top_types(cost_by_type: dict, key: str, n: int = 2) -> str:
     return ", ".join(f"{name} {100 * v[key] / total:.0f} %" for name, v in ranked)
 
 
+def _ok_rows(compare: dict, variant: str) -> dict:
+    """model → the variant's row, for the models where it ran without error."""
+    rows = {m: _row(c, variant) for m, c in compare.items()}
+    return {m: r for m, r in rows.items() if r and r["status"] == "ok"}
+
+
 def _compression_goals(compare: dict, variant: str, label: str) -> list[dict]:
     """The params and MACs goals for one variant over the zoo (empty when it did not run everywhere it was asked)."""
-    rows = {m: _row(c, variant) for m, c in compare.items()}
-    rows = {m: r for m, r in rows.items() if r and r["status"] == "ok"}
+    rows = _ok_rows(compare, variant)
     if not rows:
         return []
     params = [100 * (1 - r["params_kept"]) for r in rows.values()]
@@ -287,8 +292,7 @@ def goals(results: dict) -> list[dict]:
     # 1. compression at the gate: the default, and the default with recovery budgets (opt-in) when it ran
     out += _compression_goals(compare, "lrflow", "lrflow default")
     out += _compression_goals(compare, "lrflow_recovery", "lrflow with recovery budgets")
-    lr = {m: _row(c, "lrflow") for m, c in compare.items()}
-    lr = {m: r for m, r in lr.items() if r and r["status"] == "ok"}
+    lr = _ok_rows(compare, "lrflow")
     # 2. Σ without fine-tune
     sig_rows, cmp_rows = [], []
     for m, c in compare.items():

@@ -337,8 +337,7 @@ def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
     splits = _splits(params, data, calibration)
     rungs = [(c.max_drop, lambda c=c: _load_model(c.model, params)) for c in child.recovery]
     rungs.append((params.search.max_drop, lambda: _load_model(child.model, params)))
-    parent = _load_model(model.file, params)
-    kept, student, result, tried = finetune_first_within(parent, rungs, splits, config)
+    kept, student, result, tried = finetune_first_within(lambda: _load_model(model.file, params), rungs, splits, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model_atomic(student, out_dir / "model.keras")
     write_json_atomic(out_dir / "finetune.json", asdict(result))

@@ -518,7 +518,7 @@ def finish(
     timer = _Timer()
     attempts = [*searched.recovery, searched]
     kept, child, ft, tried = finetune_first_within(
-        parent, [(a.max_drop, lambda a=a: rebuild_model(parent, a.fitted)) for a in attempts], data, config,
+        lambda: parent, [(a.max_drop, lambda a=a: rebuild_model(parent, a.fitted)) for a in attempts], data, config,
         progress=progress, timer=timer)
     chosen = attempts[kept]
     report = dict(chosen.report)
@@ -535,7 +535,7 @@ Rung = tuple[Optional[float], Callable[[], keras.Model]]
 
 
 def finetune_first_within(
-    parent: keras.Model,
+    parent: Callable[[], keras.Model],
     rungs: Sequence[Rung],
     data: CompressData,
     config: CompressConfig,
@@ -549,14 +549,16 @@ def finetune_first_within(
     choice at ``config.max_drop`` last. A child is kept when its validation drop after the
     fine-tune (parent − best restored validation accuracy, points) is within
     ``config.max_drop``; the last is kept whatever its drop. With one rung nothing is
-    measured. Returns ``(index kept, fine-tuned child, its result, attempts)``; an attempt
+    measured. ``parent`` gives the parent model; it is called only when needed (several rungs,
+    or distillation), so the usual single fine-tune does not load it. Returns ``(index kept, fine-tuned child, its result, attempts)``; an attempt
     records its budget, params and MACs kept, validation drop and whether it was kept.
     """
     progress = progress or (lambda phase, done, total: None)
     timer = timer or (lambda name: contextlib.nullcontext())
-    parent_val = _accuracy(_predict(parent, data.val.x), data.val.y) if len(rungs) > 1 else None
-    parent_cost = model_cost(parent)
-    teacher = parent if config.finetune.distill else None
+    model = parent() if len(rungs) > 1 or config.finetune.distill else None
+    parent_val = _accuracy(_predict(model, data.val.x), data.val.y) if len(rungs) > 1 else None
+    parent_cost = model_cost(model) if len(rungs) > 1 else None
+    teacher = model if config.finetune.distill else None
     tried: list[dict] = []
     for i, (budget, make_child) in enumerate(rungs):
         with timer("rebuild"):
