@@ -50,6 +50,7 @@ from bench.common import (
     FASHION_URI, RESULTS_DIR, ROOT, ZOO_DIR, OtherLoad, PeakRSS, configure_tensorflow, load_splits, log, machine_info,
     max_rss_bytes, write_result,
 )
+from lrf_core.search.budgets import AUTO_RECOVERY_BUDGETS
 
 __all__ = ["Mode", "MODES", "ROW_FIELDS", "LATENCY_FIELDS", "ALL_VARIANTS", "PRE_FT_BUDGETS", "budget_variant",
            "budget_of", "run_model", "run_zoo", "cost_by_type"]
@@ -127,8 +128,9 @@ class Mode:
 
 #: Accuracy budgets before the fine-tune (points) of the ``lrflow_budget<N>`` variants; the default's is GATE_POINTS.
 PRE_FT_BUDGETS = (2.0, 4.0)
-#: The ``lrflow_recovery`` variant's recovery budgets (points before the fine-tune, tried largest first).
-RECOVERY_BUDGETS = (8.0, 4.0, 2.0)
+#: The ``lrflow_recovery`` variant's recovery budgets (points before the fine-tune, tried largest first): what
+#: ``recovery_budgets: auto``, the pipeline's default, resolves to at the 1-point budget.
+RECOVERY_BUDGETS = AUTO_RECOVERY_BUDGETS
 
 
 _BUDGET_PREFIX = "lrflow_budget"

@@ -289,9 +289,10 @@ def _compression_goals(compare: dict, variant: str, label: str) -> list[dict]:
 
 def goals(results: dict) -> list[dict]:
     compare, out = results["compare"], []
-    # 1. compression at the gate: the default, and the default with recovery budgets (opt-in) when it ran
-    out += _compression_goals(compare, "lrflow", "lrflow default")
-    out += _compression_goals(compare, "lrflow_recovery", "lrflow with recovery budgets")
+    # 1. compression at the gate: the single-budget search (CompressConfig's default), and with recovery
+    #    budgets (what `recovery_budgets: auto`, the pipeline's and `lrf compress`'s default, resolves to)
+    out += _compression_goals(compare, "lrflow", "lrflow, one budget")
+    out += _compression_goals(compare, "lrflow_recovery", "lrflow with recovery budgets: the pipeline default")
     lr = _ok_rows(compare, "lrflow")
     # 2. Σ without fine-tune
     sig_rows, cmp_rows = [], []
@@ -819,7 +820,8 @@ def _budget_section(compare: dict) -> list[str]:
                     "drop no-FT (pt)", "drop FT (pt)", "drop FT vs control (pt)", "gate"], rows), "",
             "Largest budget whose child still passes the gate: " + "; ".join(best) + ".", "",
             *((["`lrflow_recovery` (the recovery budgets fine-tuned in turn, largest first, the first within 1 point "
-                "on validation after its fine-tune kept; `search.recovery_budgets` in `params.yaml`):", ""]
+                "on validation after its fine-tune kept; what `search.recovery_budgets: auto` in `params.yaml` and "
+                "`lrf compress --max-drop` do by default):", ""]
                + [f"- {line}" for line in recovery] + [""]) if recovery else [])]
 
 

@@ -122,10 +122,11 @@ def _add_compress_parser(sub, fmt) -> None:
     compress.add_argument("--target-latency", type=float, metavar="F",
                           help="measured latency (batch 1, TF CPU) at most this fraction of the parent's")
     compress.add_argument("--max-drop", type=float, metavar="D", help="accuracy budget in points against the parent")
-    compress.add_argument("--recovery-budgets", type=float, nargs="+", default=(), metavar="D",
+    compress.add_argument("--recovery-budgets", nargs="+", default=["auto"], metavar="D",
                           help="with --max-drop: larger budgets (points, before the fine-tune) chosen too and fine-tuned "
                                "first, largest first; the first child within --max-drop on validation after its "
-                               "fine-tune is kept (e.g. 4 2)")
+                               "fine-tune is kept (e.g. 4 2). 'auto' (default): 8 4 2 above --max-drop when no cost "
+                               "target, rank rule or sequential selection is set, else none; 'none' switches them off")
     compress.add_argument("--methods", nargs="+", metavar="TYPE=IDS", help=METHODS_HELP)
     compress.add_argument("--selection", choices=("layerwise", "sequential"), default="layerwise",
                           help="sequential scores each layer with upstream layers already replaced")
@@ -304,6 +305,21 @@ class _Progress:
         self.progress.update(self.tasks[phase], completed=done, total=total)
 
 
+def _recovery_spec(words: list[str]):
+    """``--recovery-budgets`` words as :func:`resolve_recovery_budgets` takes them: "auto", () or floats."""
+    from lrf_core.errors import PlanError
+
+    if words == ["auto"]:
+        return "auto"
+    if words == ["none"]:
+        return ()
+    try:
+        return tuple(float(w) for w in words)
+    except ValueError:
+        raise PlanError(f"--recovery-budgets takes 'auto', 'none' or budgets in points (e.g. 4 2), not "
+                        f"{' '.join(words)!r}.") from None
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
@@ -311,6 +327,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from lrf_core.model_io import load_model
     from lrf_core.report_render import pareto_figure, render_markdown
     from lrf_core.search.allocate import CostTargets
+    from lrf_core.search.budgets import resolve_recovery_budgets
     from lrf_core.latency import default_latency_functions
     from lrf_core.search.compress import CompressConfig, TargetNotMetError, compress
 
@@ -326,7 +343,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         objective=args.objective, grid_points=args.grid_points, ranks=args.ranks,
         skip_layers=tuple(n for n in args.skip_layers.split(",") if n),
         finetune=FinetuneConfig(epochs=args.finetune_epochs, distill=args.distill, seed=args.seed),
-        latency_guard=args.latency_guard, recovery_budgets=tuple(args.recovery_budgets), seed=args.seed,
+        latency_guard=args.latency_guard, seed=args.seed,
+        recovery_budgets=resolve_recovery_budgets(
+            _recovery_spec(args.recovery_budgets), max_drop=args.max_drop, rank_rule=args.ranks is not None,
+            cost_targets=any(t is not None for t in (args.target_params, args.target_macs, args.target_latency)),
+            selection=args.selection),
     )
     if args.mode == "dprp":
         return _compress_dprp(args, model, data, out)

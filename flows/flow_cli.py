@@ -64,8 +64,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if all(r["passed"] for r in results) else EXIT_REJECTED
 
 
-def print_result(result: dict) -> None:
-    """A readable summary of one compress-model run."""
+def print_result(result: dict, console=None) -> None:
+    """A readable summary of one compress-model run (on ``console``, a rich Console; default stdout)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -79,8 +79,13 @@ def print_result(result: dict) -> None:
     table.add_row("held-out accuracy", f"{s['parent_test_accuracy']:.2%}", f"{s['child_test_accuracy']:.2%}")
     if s.get("latency_ratio") is not None:
         table.add_row("latency (child / parent)", "1.00", f"{s['latency_ratio']:.2f}")
-    console = Console()
+    console = console or Console()
     console.print(table)
+    for a in s.get("recovery", []):  # recovery budgets, largest first; the kept one ends the list
+        verdict = "[green]kept[/]" if a["kept"] else "[yellow]refused[/]"
+        console.print(f"  budget {a['max_drop_before_finetune']:g} points before the fine-tune: params "
+                      f"{a['params_kept']:.1%} kept, validation drop {a['val_drop_after_finetune']:+.2f} after it, "
+                      f"{verdict}", soft_wrap=True)
     for c in s["checks"]:
         mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not measured[/]"}[c["passed"]]
         value = "—" if c["value"] is None else f"{c['value']:.4g}"

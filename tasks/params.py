@@ -10,13 +10,13 @@ publish a model under the default threshold.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lrf_core.errors import PlanError
-from lrf_core.search.budgets import check_recovery_budgets
+from lrf_core.search.budgets import resolve_recovery_budgets
 
 __all__ = ["PipelineParams", "load_params", "params_from_mapping"]
 
@@ -46,19 +46,31 @@ class SearchParams(_Section):
     grid_points: int = Field(12, ge=2)
     skip_layers: tuple[str, ...] = ()
     latency_guard: bool = Field(True, description="never choose a block measured slower than the dense layer")
-    recovery_budgets: tuple[float, ...] = Field(
-        (), description="larger budgets (points, before the fine-tune) chosen too and fine-tuned first; the first "
-                        "child whose validation drop after the fine-tune is within max_drop is kept "
-                        "(lrf_core/search/budgets.py)")
+    recovery_budgets: Union[Literal["auto"], tuple[float, ...]] = Field(
+        "auto", description="larger budgets (points, before the fine-tune) chosen too and fine-tuned first; the first "
+                            "child whose validation drop after the fine-tune is within max_drop is kept. \"auto\": "
+                            "8, 4, 2 above max_drop when only max_drop is set, else none; [] for none "
+                            "(lrf_core/search/budgets.py)")
+
+    @field_validator("recovery_budgets", mode="before")
+    @classmethod
+    def _auto_or_list(cls, value):
+        if isinstance(value, str) and value != "auto":  # else pydantic lists both union members' complaints
+            raise ValueError(f'"auto" or a list of budgets in points (e.g. [4, 2]; [] for none), not {value!r}')
+        return value
 
     @model_validator(mode="after")
     def _has_target(self) -> "SearchParams":
         if self.target_params is None and self.target_macs is None and self.max_drop is None:
             raise ValueError("set at least one of target_params, target_macs, max_drop")
-        check_recovery_budgets(self.recovery_budgets, max_drop=self.max_drop,
-                               cost_targets=self.target_params is not None or self.target_macs is not None,
-                               rank_rule=False, selection=self.selection)
+        self.resolved_recovery_budgets()  # an explicit list that cannot be tried is refused here
         return self
+
+    def resolved_recovery_budgets(self) -> tuple[float, ...]:
+        """The recovery budgets tried, largest first (``"auto"`` resolved; see :func:`resolve_recovery_budgets`)."""
+        return resolve_recovery_budgets(self.recovery_budgets, max_drop=self.max_drop,
+                                        cost_targets=self.target_params is not None or self.target_macs is not None,
+                                        rank_rule=False, selection=self.selection)
 
 
 class FinetuneParams(_Section):

@@ -243,7 +243,7 @@ def compress_config(params: PipelineParams):
         targets=CostTargets(params=s.target_params, macs=s.target_macs), max_drop=s.max_drop,
         selection=s.selection, refit=s.refit, similarity=s.similarity, objective=s.objective,
         grid_points=s.grid_points, skip_layers=tuple(s.skip_layers), latency_guard=s.latency_guard,
-        recovery_budgets=tuple(s.recovery_budgets), seed=params.seed,
+        recovery_budgets=s.resolved_recovery_budgets(), seed=params.seed,
         finetune=FinetuneConfig(epochs=f.epochs, learning_rate=f.learning_rate, distill=f.distill, seed=params.seed),
     )
 
@@ -439,6 +439,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
         "macs_kept": macs_kept, "latency_ratio": latency_ratio,
         "parent_params": p_cost.params, "child_params": c_cost.params, "parent_macs": p_cost.macs, "child_macs": c_cost.macs,
         "checks": [asdict(c) for c in verdict.checks],
+        "recovery": report.get("recovery", []),
     }
     return GateRecord(passed=passed, out_dir=str(out_dir), files=files, summary=json.loads(json.dumps(summary)))
 

@@ -73,6 +73,10 @@ def test_repro_publishes_and_a_fresh_clone_pulls_identical_files(dvc_repo, tmp_p
     repo, env, bucket = dvc_repo
     promoted = json.loads((repo / "pipeline" / "promote" / "record.json").read_text())
     assert promoted["promoted"] and promoted["alias"] == "production"
+    # params.yaml's recovery_budgets: auto with max_drop alone: the 8/4/2-point choices were DVC outputs too
+    search = json.loads((repo / "pipeline" / "search" / "record.json").read_text())
+    assert [c["max_drop"] for c in search["recovery"]] == [8.0, 4.0, 2.0]
+    assert (repo / "pipeline" / "finetune" / "recovery.json").is_file()
     clone = tmp_path / "clone"
     _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
     _run(["dvc", "pull"], clone, env)
@@ -89,4 +93,5 @@ def test_exp_run_sets_a_search_parameter(dvc_repo):
     _run(["dvc", "exp", "run", "-S", "search.target_macs=0.5"], repo, env)
     search = json.loads((repo / "pipeline" / "search" / "record.json").read_text())
     assert search["macs_kept"] <= 0.5
+    assert search["recovery"] == []  # auto is none under a cost target, so the target is not refused
     assert yaml.safe_load((repo / "params.yaml").read_text())["search"]["target_macs"] == 0.5

@@ -183,6 +183,7 @@ def test_unknown_parameter_keys():
     ({"max_drop": 1.0, "recovery_budgets": [0.5]}, r"`search`: .*recovery_budgets must each be larger than max_drop \(1.0\)"),
     ({"max_drop": 1.0, "target_params": 0.3, "recovery_budgets": [3.0]}, "neither cost targets"),
     ({"max_drop": 1.0, "selection": "sequential", "recovery_budgets": [3.0]}, "layerwise only"),
+    ({"max_drop": 1.0, "recovery_budgets": "yes"}, r"`search.recovery_budgets`: .*\"auto\" or a list of budgets"),
 ])
 def test_recovery_budgets_are_refused_when_they_cannot_be_tried(search, match):
     """Checked when the parameters are read, before any step runs (same rule as lrf_core's CompressConfig)."""
@@ -190,3 +191,17 @@ def test_recovery_budgets_are_refused_when_they_cannot_be_tried(search, match):
 
     with pytest.raises(PlanError, match=match):
         params_from_mapping({"name": NAME, "model": "m.keras", "search": search})
+
+
+@pytest.mark.parametrize("search, expected", [
+    ({"max_drop": 1.0}, (8.0, 4.0, 2.0)),
+    ({"max_drop": 1.0, "target_macs": 0.3}, ()),  # a cost target on top of the defaults is not refused
+    ({"max_drop": 1.0, "recovery_budgets": []}, ()),
+    ({"max_drop": 1.0, "recovery_budgets": [2.0, 5.0]}, (5.0, 2.0)),
+])
+def test_recovery_budgets_default_to_auto(search, expected):
+    """What the search step hands lrf_core (tasks.steps.compress_config), resolved when the parameters are read."""
+    from tasks.steps import compress_config
+
+    params = params_from_mapping({"name": NAME, "model": "m.keras", "search": search})
+    assert compress_config(params).recovery_budgets == expected

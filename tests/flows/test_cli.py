@@ -158,3 +158,16 @@ def test_compress_rejects_unknown_method_names(digits_model_path, tmp_path, caps
     status, _, err = _lrf(capsys, "compress", digits_model_path, "--data", "sklearn:digits", "--out", tmp_path / "x",
                           "--methods", "conv=svd,tucker3")
     assert status == 2 and "Unknown method `tucker3` for a conv2d layer" in err and "Allowed: svd, tucker2, cp, spatial" in err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--max-drop", 1.0, "--recovery-budgets", "maybe"], "--recovery-budgets takes 'auto', 'none' or budgets in points"),
+    (["--max-drop", 1.0, "--recovery-budgets", 0.5], "larger than max_drop (1.0)"),
+    (["--target-params", 0.3, "--recovery-budgets", 4], "neither cost targets"),
+])
+def test_compress_refuses_recovery_budgets_it_cannot_try(digits_model_path, tmp_path, capsys, extra, expected):
+    """`auto` (the default) resolves quietly; a word or list that cannot be tried is one clear line, nothing written."""
+    out = tmp_path / "run"
+    status, _, err = _lrf(capsys, "compress", digits_model_path, "--data", "sklearn:digits", "--out", out, *extra)
+    assert status == 2 and expected in err
+    assert not out.exists()

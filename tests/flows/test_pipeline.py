@@ -131,9 +131,13 @@ def test_a_model_that_loses_accuracy_is_published_rejected_and_the_alias_stays(p
 def test_recovery_budgets_fine_tune_the_larger_budget_first_and_fall_back(digits_model_path, bucket, workspace):
     """A 1 000-point budget before the fine-tune compresses past what 2 epochs recover: that child is fine-tuned
     first, found over the budget on validation, and the child at search.max_drop is kept, gated and published."""
+    import io
     import json
     from pathlib import Path
 
+    from rich.console import Console
+
+    from flows.flow_cli import print_result
     from flows.pipeline import compress_model
 
     params = _params(digits_model_path, bucket, workspace, name="digits-recovery",
@@ -147,6 +151,12 @@ def test_recovery_budgets_fine_tune_the_larger_budget_first_and_fall_back(digits
     assert report["config"]["max_drop"] == 1.0  # the gated report is the kept choice's
     assert abs(result["summary"]["params_kept"] - tried[1]["params_kept"]) < 1e-9
     assert "## Recovery budgets" in (Path(result["report_dir"]) / "report.md").read_text()
+    assert result["summary"]["recovery"] == tried
+    console = Console(file=io.StringIO(), width=100)  # not capsys: Prefect's log handlers outlive the test
+    print_result(result, console)
+    lines = [line for line in console.file.getvalue().splitlines() if line.strip().startswith("budget ")]
+    assert len(lines) == 2 and "budget 1000 points" in lines[0] and lines[0].endswith("refused")
+    assert "budget 1 points" in lines[1] and lines[1].endswith("kept")
 
 
 def _bad_npz(tmp_path, digits_split, *, nan=False, drop_class=None):
