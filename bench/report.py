@@ -292,7 +292,7 @@ def goals(results: dict) -> list[dict]:
     # 1. compression at the gate: the single-budget search (CompressConfig's default), and with recovery
     #    budgets (what `recovery_budgets: auto`, the pipeline's and `lrf compress`'s default, resolves to)
     out += _compression_goals(compare, "lrflow", "lrflow, one budget")
-    out += _compression_goals(compare, "lrflow_recovery", "lrflow with recovery budgets: the pipeline default")
+    out += _compression_goals(compare, "lrflow_recovery", "lrflow with recovery budgets 8/4/2, auto's")
     lr = _ok_rows(compare, "lrflow")
     # 2. Σ without fine-tune
     sig_rows, cmp_rows = [], []
