@@ -149,6 +149,7 @@ def budget_of(variant: str) -> Optional[float]:
 #: In run order: the headline comparisons first, so a long run killed midway has them.
 ALL_VARIANTS = (
     "lrflow", "objective", "lrflow_target", "lrflow_guarded", *map(budget_variant, PRE_FT_BUDGETS), "lrflow_recovery",
+    "lrflow_pipeline",
     "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
     "uniform_conv_svd", "uniform_conv_tucker2", "uniform_conv_spatial", "uniform_conv_cp",
     "uniform_dense_tt", "uniform_dense_tucker",
@@ -221,6 +222,9 @@ def _compress_variants(mode: Mode) -> dict:
         "lrflow_recovery": ("lrflow", f"default with recovery budgets {', '.join(f'{b:g}' for b in RECOVERY_BUDGETS)} "
                                       "before the fine-tune: each choice fine-tuned in turn, the first within 1 point on "
                                       "validation after it kept", _base_config(mode, recovery_budgets=RECOVERY_BUDGETS)),
+        "lrflow_pipeline": ("lrflow", "the pipeline's default (params.yaml): recovery budgets auto "
+                                      f"({', '.join(f'{b:g}' for b in RECOVERY_BUDGETS)}) and the latency guard on",
+                            _base_config(mode, recovery_budgets=RECOVERY_BUDGETS, latency_guard=True)),
         "lrflow_sequential": ("selection", "default with sequential selection",
                               _base_config(mode, selection="sequential")),
         "energy95_svd": ("baseline", "SVD ranks at 95 % singular-value energy, fine-tune",

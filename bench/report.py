@@ -268,7 +268,7 @@ def _compression_goals(compare: dict, variant: str, label: str) -> list[dict]:
 
     def blame(m: str) -> str:
         return _budget_blame(compare[m]) if variant == "lrflow" else (
-            "; " + (_recovery_line(m, compare[m]) or "no recovery attempts recorded"))
+            "; " + (_recovery_line(m, compare[m], variant) or "no recovery attempts recorded"))
 
     where = "; ".join(f"{m}: params −{100 * (1 - r['params_kept']):.0f} %, MACs −{100 * (1 - r['macs_kept']):.0f} %, "
                       f"drop {_f(r['test_drop'], '{:+.2f}')} pt, remaining MACs in {_top_types(r['cost_by_type'], 'macs')}"
@@ -293,6 +293,7 @@ def goals(results: dict) -> list[dict]:
     #    budgets (what `recovery_budgets: auto`, the pipeline's and `lrf compress`'s default, resolves to)
     out += _compression_goals(compare, "lrflow", "lrflow, one budget")
     out += _compression_goals(compare, "lrflow_recovery", "lrflow with recovery budgets 8/4/2, auto's")
+    out += _compression_goals(compare, "lrflow_pipeline", "the pipeline's default: recovery budgets and latency guard")
     lr = _ok_rows(compare, "lrflow")
     # 2. Σ without fine-tune
     sig_rows, cmp_rows = [], []
@@ -384,10 +385,11 @@ def observations(results: dict) -> list[str]:
              "drop **after** the fine-tune. The budget is therefore conservative by design: the `lrflow_budget<N>` rows "
              "(when run; section \"Accuracy budget before the fine-tune\") show what a larger one buys, and the "
              "`lrflow_target` row what the goal's cost targets cost in accuracy after the fine-tune.",
-             "Every variant but `lrflow_guarded` runs with the latency guard off (the `lrf_core` default; the "
-             "pipeline's `params.yaml` turns it on), so the latency columns show what the factorizations do "
-             "unguarded. `lrflow_guarded` is the default with the guard on: a child timed slower than its parent "
-             "(TF, batch 1, in the search's process) gives layers back before the fine-tune.",
+             "Every variant but `lrflow_guarded` and `lrflow_pipeline` runs with the latency guard off (the "
+             "`lrf_core` default; the pipeline's `params.yaml` turns it on), so the latency columns show what the "
+             "factorizations do unguarded. `lrflow_guarded` is the default with the guard on: a child timed slower "
+             "than its parent (TF, batch 1, in the search's process) gives layers back before the fine-tune. "
+             "`lrflow_pipeline` is what `params.yaml` runs: the guard and recovery budgets `auto`.",
              "Params and MACs are lrflow's cost model (`lrf_core.graph.model_cost`; MACs per image, FLOPs ≈ 2 × MACs); "
              "peak RSS is the whole benchmark process sampled every 20 ms (\"+\" is the rise during the variant)."]
     compare = results["compare"]
@@ -832,9 +834,10 @@ def _bound(row: dict, c: dict) -> Optional[float]:
     return accepted_bound(((c.get("extras") or {}).get(row["variant"]) or {}).get("lambda_path") or [], row["params_kept"])
 
 
-def _recovery_line(name: str, c: dict) -> Optional[str]:
-    """One model's lrflow_recovery attempts: budget, validation drop after the fine-tune, which was kept, the test result."""
-    row, tried = _row(c, "lrflow_recovery"), ((c.get("extras") or {}).get("lrflow_recovery") or {}).get("recovery")
+def _recovery_line(name: str, c: dict, variant: str = "lrflow_recovery") -> Optional[str]:
+    """One model's recovery attempts (of ``variant``): budget, validation drop after the fine-tune, which was kept,
+    the test result."""
+    row, tried = _row(c, variant), ((c.get("extras") or {}).get(variant) or {}).get("recovery")
     if not row or row["status"] != "ok" or not tried:
         return None
     steps = ", ".join(f"{a['max_drop_before_finetune']:g} pt → validation drop {a['val_drop_after_finetune']:+.2f}"

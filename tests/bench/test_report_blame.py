@@ -138,6 +138,14 @@ def test_the_compression_goals_are_stated_for_the_recovery_variant_too_and_only_
     assert recovery["value"] == "−95.0 %" and recovery["met"] is True
     assert "a: 8 pt → validation drop +0.50 **kept**" in recovery["why"]
     assert out["MACs −70 % avg at ≤ 1.0 point test drop (lrflow with recovery budgets) over a"]["met"] is True
+    # each recovery variant is blamed with its own attempts
+    guarded = [{"max_drop_before_finetune": 8.0, "val_drop_after_finetune": 1.5, "kept": False},
+               {"max_drop_before_finetune": 4.0, "val_drop_after_finetune": 0.2, "kept": True}]
+    compare["a"]["rows"].append({**row("lrflow_pipeline", 0.1, 0.3, 0.4), "finetune_s": 150})
+    compare["a"]["extras"]["lrflow_pipeline"] = {"recovery": guarded}
+    (params_goal, _) = _compression_goals(compare, "lrflow_pipeline", "pipeline")
+    assert "a: 8 pt → validation drop +1.50, 4 pt → validation drop +0.20 **kept**" in params_goal["why"]
+    assert params_goal["value"] == "−90.0 %"
 
 
 def test_the_accepted_bound_is_matched_by_cost_not_by_lambda():
