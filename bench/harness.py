@@ -9,6 +9,8 @@ variant's last step), the harness runs:
 * ``lrflow_recovery``: the default with ``recovery_budgets`` (:data:`RECOVERY_BUDGETS`): the choices at
   those budgets are fine-tuned first, largest first, and the first within the budget on validation
   after its fine-tune is kept (its fine-tune time includes every attempt);
+* ``lrflow_pipeline``: the search settings ``params.yaml`` runs: recovery budgets ``auto`` (resolved
+  at the 1-point budget) and the latency guard on, at the bench's epochs, grid and methods;
 * ``lrflow_budget<N>``: the default with an accuracy budget of ``N`` points **before** the fine-tune
   (:data:`PRE_FT_BUDGETS`); the gate after it stays at ``GATE_POINTS``. How much compression the
   one-shot fine-tune buys back, i.e. what ``search.max_drop`` above ``gate.max_drop`` is worth;
@@ -50,7 +52,7 @@ from bench.common import (
     FASHION_URI, RESULTS_DIR, ROOT, ZOO_DIR, OtherLoad, PeakRSS, configure_tensorflow, load_splits, log, machine_info,
     max_rss_bytes, write_result,
 )
-from lrf_core.search.budgets import AUTO_RECOVERY_BUDGETS
+from lrf_core.search.budgets import AUTO_RECOVERY_BUDGETS, resolve_recovery_budgets
 
 __all__ = ["Mode", "MODES", "ROW_FIELDS", "LATENCY_FIELDS", "ALL_VARIANTS", "PRE_FT_BUDGETS", "budget_variant",
            "budget_of", "run_model", "run_zoo", "cost_by_type"]
@@ -131,6 +133,9 @@ PRE_FT_BUDGETS = (2.0, 4.0)
 #: The ``lrflow_recovery`` variant's recovery budgets (points before the fine-tune, tried largest first): what
 #: ``recovery_budgets: auto``, the pipeline's default, resolves to at the 1-point budget.
 RECOVERY_BUDGETS = AUTO_RECOVERY_BUDGETS
+#: What ``recovery_budgets: auto`` resolves to for the ``lrflow_pipeline`` variant (the budget alone, layerwise).
+PIPELINE_BUDGETS = resolve_recovery_budgets("auto", max_drop=GATE_POINTS, cost_targets=False, rank_rule=False,
+                                            selection="layerwise")
 
 
 _BUDGET_PREFIX = "lrflow_budget"
@@ -222,9 +227,9 @@ def _compress_variants(mode: Mode) -> dict:
         "lrflow_recovery": ("lrflow", f"default with recovery budgets {', '.join(f'{b:g}' for b in RECOVERY_BUDGETS)} "
                                       "before the fine-tune: each choice fine-tuned in turn, the first within 1 point on "
                                       "validation after it kept", _base_config(mode, recovery_budgets=RECOVERY_BUDGETS)),
-        "lrflow_pipeline": ("lrflow", "the pipeline's default (params.yaml): recovery budgets auto "
-                                      f"({', '.join(f'{b:g}' for b in RECOVERY_BUDGETS)}) and the latency guard on",
-                            _base_config(mode, recovery_budgets=RECOVERY_BUDGETS, latency_guard=True)),
+        "lrflow_pipeline": ("lrflow", "params.yaml's search settings: recovery budgets auto "
+                                      f"({', '.join(f'{b:g}' for b in PIPELINE_BUDGETS)}) and the latency guard on",
+                            _base_config(mode, recovery_budgets=PIPELINE_BUDGETS, latency_guard=True)),
         "lrflow_sequential": ("selection", "default with sequential selection",
                               _base_config(mode, selection="sequential")),
         "energy95_svd": ("baseline", "SVD ranks at 95 % singular-value energy, fine-tune",

@@ -125,7 +125,7 @@ def _add_compress_parser(sub, fmt) -> None:
     compress.add_argument("--recovery-budgets", nargs="+", default=["auto"], metavar="D",
                           help="with --max-drop: larger budgets (points, before the fine-tune) chosen too and fine-tuned "
                                "first, largest first; the first child within --max-drop on validation after its "
-                               "fine-tune is kept (e.g. 4 2). 'auto' (default): 8 4 2 above --max-drop when no cost "
+                               "fine-tune is kept (e.g. 4 2). 'auto' (default): those of 8 4 2 larger than --max-drop when no cost "
                                "target, rank rule or sequential selection is set, else none; 'none' switches them off")
     compress.add_argument("--methods", nargs="+", metavar="TYPE=IDS", help=METHODS_HELP)
     compress.add_argument("--selection", choices=("layerwise", "sequential"), default="layerwise",
@@ -333,6 +333,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     tf.config.experimental.enable_op_determinism()  # --seed makes runs repeat
     out = Path(args.out)
+    # before the model and data load: a budget that cannot be tried is refused at once
+    recovery_budgets = resolve_recovery_budgets(
+        _recovery_spec(args.recovery_budgets), max_drop=args.max_drop, rank_rule=args.ranks is not None,
+        cost_targets=any(t is not None for t in (args.target_params, args.target_macs, args.target_latency)),
+        selection=args.selection)
     model = load_model(args.model, safe_mode=not args.allow_unsafe_model)
     data = _compress_data(args.data, model, args.calibration_size, args.seed)
     methods = _parse_methods(args.methods)
@@ -344,10 +349,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         skip_layers=tuple(n for n in args.skip_layers.split(",") if n),
         finetune=FinetuneConfig(epochs=args.finetune_epochs, distill=args.distill, seed=args.seed),
         latency_guard=args.latency_guard, seed=args.seed,
-        recovery_budgets=resolve_recovery_budgets(
-            _recovery_spec(args.recovery_budgets), max_drop=args.max_drop, rank_rule=args.ranks is not None,
-            cost_targets=any(t is not None for t in (args.target_params, args.target_macs, args.target_latency)),
-            selection=args.selection),
+        recovery_budgets=recovery_budgets,
     )
     if args.mode == "dprp":
         return _compress_dprp(args, model, data, out)

@@ -49,13 +49,13 @@ class SearchParams(_Section):
     recovery_budgets: Union[Literal["auto"], tuple[float, ...]] = Field(
         "auto", description="larger budgets (points, before the fine-tune) chosen too and fine-tuned first; the first "
                             "child whose validation drop after the fine-tune is within max_drop is kept. \"auto\": "
-                            "8, 4, 2 above max_drop when only max_drop is set, else none; [] for none "
+                            "those of 8, 4, 2 larger than max_drop when only max_drop is set, else none; [] for none "
                             "(lrf_core/search/budgets.py)")
 
     @field_validator("recovery_budgets", mode="before")
     @classmethod
     def _auto_or_list(cls, value):
-        if isinstance(value, str) and value != "auto":  # else pydantic lists both union members' complaints
+        if value is None or (isinstance(value, str) and value != "auto"):  # else pydantic lists both members' complaints
             raise ValueError(f'"auto" or a list of budgets in points (e.g. [4, 2]; [] for none), not {value!r}')
         return value
 

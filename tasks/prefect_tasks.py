@@ -31,6 +31,8 @@ RECORD = "record.json"
 def step_key(params: PipelineParams, step: str, *inputs: BaseModel) -> str:
     """A stable hash of what determines a step's output (its parameters and upstream records)."""
     payload = {"step": step, "params": params.model_dump(mode="json"),
+               # "auto" resolved: the budgets it stands for are part of what the search and fine-tune do
+               "recovery_budgets": params.search.resolved_recovery_budgets(),
                "inputs": [i.model_dump(mode="json") for i in inputs]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -327,7 +327,7 @@ def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
     """One-shot fine-tune on the training split, early-stopped on validation (never the held-out split).
 
     With recovery choices they are fine-tuned first, largest budget first, and the first whose
-    validation drop after the fine-tune is within ``search.max_drop`` is kept
+    validation drop after the fine-tune is within ``search.max_drop`` and ``gate.max_drop`` is kept
     (:func:`lrf_core.search.compress.finetune_first_within`); every attempt goes to ``recovery.json``.
     """
     from lrf_core.model_io import save_model_atomic
@@ -337,7 +337,9 @@ def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
     splits = _splits(params, data, calibration)
     rungs = [(c.max_drop, lambda c=c: _load_model(c.model, params)) for c in child.recovery]
     rungs.append((params.search.max_drop, lambda: _load_model(child.model, params)))
-    kept, student, result, tried = finetune_first_within(lambda: _load_model(model.file, params), rungs, splits, config)
+    kept, student, result, tried = finetune_first_within(
+        lambda: _load_model(model.file, params), rungs, splits, config,
+        accept_drop=min(params.search.max_drop, params.gate.max_drop) if child.recovery else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model_atomic(student, out_dir / "model.keras")
     write_json_atomic(out_dir / "finetune.json", asdict(result))
@@ -478,6 +480,7 @@ def _lineage(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
         "data": {"source": data.source, "train_sha256": data.train.sha256, "test_sha256": data.test.sha256},
         "calibration_set_sha256": calibration.calibration.sha256,
         "params": _redacted(params.model_dump(mode="json")),
+        "recovery_budgets": list(params.search.resolved_recovery_budgets()),  # what "auto" stood for
         "versions": {"lrflow": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
     }

@@ -11,7 +11,7 @@ Both :class:`lrf_core.search.compress.CompressConfig` and the pipeline's ``searc
 validate with :func:`check_recovery_budgets`.
 
 The pipeline and ``lrf compress`` default to ``"auto"`` (:func:`resolve_recovery_budgets`):
-:data:`AUTO_RECOVERY_BUDGETS` above ``max_drop`` whenever recovery budgets can be tried (an
+those of :data:`AUTO_RECOVERY_BUDGETS` larger than ``max_drop`` whenever recovery budgets can be tried (an
 accuracy budget alone, layerwise selection), none otherwise, so a cost target set on top of
 the defaults (``dvc exp run -S search.target_macs=0.3``) is not refused. The library's
 :class:`~lrf_core.search.compress.CompressConfig` stays explicit (its default is none).
@@ -19,6 +19,7 @@ the defaults (``dvc exp run -S search.target_macs=0.3``) is not refused. The lib
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional, Sequence, Union
 
 from lrf_core.errors import PlanError
@@ -52,6 +53,8 @@ def check_recovery_budgets(budgets: Sequence[float], *, max_drop: Optional[float
     reason = _why_not_tried(max_drop, cost_targets, rank_rule, selection)
     if reason:
         raise PlanError(reason)
+    if not all(math.isfinite(b) for b in budgets):
+        raise PlanError(f"{NAME} must be finite numbers of points: {list(budgets)}.")
     low = [b for b in budgets if not b > max_drop]
     if low:
         raise PlanError(f"{NAME} must each be larger than max_drop ({max_drop}): {low} are not. They are the "

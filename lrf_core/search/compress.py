@@ -542,13 +542,16 @@ def finetune_first_within(
     *,
     progress: Optional[Progress] = None,
     timer: Optional[Callable[[str], object]] = None,
+    accept_drop: Optional[float] = None,
 ) -> tuple[int, keras.Model, FinetuneResult, list[dict]]:
     """Fine-tune the rungs' children in order and keep the first within budget after the fine-tune.
 
     ``rungs``: ``(budget before the fine-tune, child factory)``, largest budget first, the
     choice at ``config.max_drop`` last. A child is kept when its validation drop after the
-    fine-tune (parent − best restored validation accuracy, points) is within
-    ``config.max_drop``; the last is kept whatever its drop. With one rung nothing is
+    fine-tune (parent − best restored validation accuracy, points) is within ``accept_drop``
+    (default ``config.max_drop``; the pipeline passes the smaller of it and its gate's, so a
+    search budget set above the gate never keeps a child the gate would refuse); the last is
+    kept whatever its drop. With one rung nothing is
     measured. ``parent`` gives the parent model; it is called only when needed (several rungs,
     or distillation), so the usual single fine-tune does not load it. Returns ``(index kept, fine-tuned child, its result, attempts)``; an attempt
     records its budget, params and MACs kept, validation drop and whether it was kept.
@@ -571,7 +574,7 @@ def finetune_first_within(
             return i, child, ft, tried
         cost = model_cost(child)
         drop = 100.0 * (parent_val - ft.val_accuracy_after)
-        kept = i == len(rungs) - 1 or drop <= config.max_drop + 1e-9
+        kept = i == len(rungs) - 1 or drop <= (config.max_drop if accept_drop is None else accept_drop) + 1e-9
         tried.append({"max_drop_before_finetune": budget, "params_kept": cost.params / parent_cost.params,
                       "macs_kept": cost.macs / max(parent_cost.macs, 1), "val_drop_after_finetune": drop, "kept": kept})
         if kept:

@@ -184,6 +184,7 @@ def test_unknown_parameter_keys():
     ({"max_drop": 1.0, "target_params": 0.3, "recovery_budgets": [3.0]}, "neither cost targets"),
     ({"max_drop": 1.0, "selection": "sequential", "recovery_budgets": [3.0]}, "layerwise only"),
     ({"max_drop": 1.0, "recovery_budgets": "yes"}, r"`search.recovery_budgets`: .*\"auto\" or a list of budgets"),
+    ({"max_drop": 1.0, "recovery_budgets": None}, r"`search.recovery_budgets`: .*\[\] for none"),
 ])
 def test_recovery_budgets_are_refused_when_they_cannot_be_tried(search, match):
     """Checked when the parameters are read, before any step runs (same rule as lrf_core's CompressConfig)."""

@@ -162,6 +162,7 @@ def test_compress_rejects_unknown_method_names(digits_model_path, tmp_path, caps
 
 @pytest.mark.parametrize("extra, expected", [
     (["--max-drop", 1.0, "--recovery-budgets", "maybe"], "--recovery-budgets takes 'auto', 'none' or budgets in points"),
+    (["--max-drop", 1.0, "--recovery-budgets", "auto", 4], "not 'auto 4'"),
     (["--max-drop", 1.0, "--recovery-budgets", 0.5], "larger than max_drop (1.0)"),
     (["--target-params", 0.3, "--recovery-budgets", 4], "neither cost targets"),
 ])

@@ -35,6 +35,9 @@ def test_an_explicit_list_is_checked_and_ordered_largest_first():
         resolve_recovery_budgets([4.0], max_drop=1.0, **dict(ALONE, cost_targets=True))
     with pytest.raises(PlanError, match=r"larger than max_drop \(1.0\): \[1.0\]"):
         resolve_recovery_budgets([4.0, 1.0], max_drop=1.0, **ALONE)
+    for bad in (float("inf"), float("nan")):  # inf would pass "larger" and break JSON parameters
+        with pytest.raises(PlanError, match="finite"):
+            resolve_recovery_budgets([4.0, bad], max_drop=1.0, **ALONE)
 
 
 def test_any_other_word_is_refused_with_what_is_allowed():

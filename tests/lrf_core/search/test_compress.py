@@ -394,6 +394,23 @@ def test_finish_keeps_the_first_rung_within_the_budget_after_the_fine_tune(recov
                                                                           rung.report["layers"]}
 
 
+def test_a_smaller_acceptance_drop_refuses_what_the_search_budget_would_keep(recovery_search, digits_parent,
+                                                                             digits_data, monkeypatch):
+    """The pipeline accepts a recovery child within min(search.max_drop, gate.max_drop): a search budget set
+    above the gate must not keep a child the gate would then refuse."""
+    from lrf_core.search import compress as core
+
+    config, _ = recovery_search
+    parent_val = float(np.mean(np.argmax(digits_parent.predict(digits_data.val.x, verbose=0), 1) == digits_data.val.y))
+    rungs = [(b, lambda: digits_parent) for b in (6.0, 2.0, 1.0)]
+    for accept_drop, kept_at in ((None, 0), (0.3, 1)):
+        fake, _ = _fake_finetune([0.5, 0.2, 0.0], parent_val)
+        monkeypatch.setattr(core, "finetune", fake)
+        kept, _, _, tried = core.finetune_first_within(lambda: digits_parent, rungs, digits_data, config,
+                                                       accept_drop=accept_drop)
+        assert kept == kept_at and [t["kept"] for t in tried] == [False] * kept_at + [True]
+
+
 @pytest.mark.parametrize("changes, words", [
     (dict(max_drop=None), "need max_drop"),
     (dict(max_drop=1.0, recovery_budgets=(1.0, 3.0)), "larger than max_drop"),
