@@ -120,7 +120,7 @@ def _add_compress_parser(sub, fmt) -> None:
     compress.add_argument("--target-params", type=float, metavar="F", help="keep at most this fraction of parameters")
     compress.add_argument("--target-macs", type=float, metavar="F", help="keep at most this fraction of MACs")
     compress.add_argument("--target-latency", type=float, metavar="F",
-                          help="measured latency (batch 1, TF CPU) at most this fraction of the parent's")
+                          help="measured latency (TF CPU, at --latency-batch) at most this fraction of the parent's")
     compress.add_argument("--max-drop", type=float, metavar="D", help="accuracy budget in points against the parent")
     compress.add_argument("--recovery-budgets", nargs="+", default=["auto"], metavar="D",
                           help="with --max-drop: larger budgets (points, before the fine-tune) chosen too and fine-tuned "
@@ -145,6 +145,9 @@ def _add_compress_parser(sub, fmt) -> None:
     compress.add_argument("--skip-layers", default="", metavar="A,B", help="layers to keep dense")
     compress.add_argument("--latency-guard", action="store_true",
                           help="time every candidate block and never choose one slower than the dense layer")
+    compress.add_argument("--latency-batch", type=_batch_size, default=1, metavar="N",
+                          help="batch size latency is timed at (guard, --target-latency, report): your serving batch; "
+                               "at 1, per-op overhead makes factor chains of small layers slower (default 1)")
     compress.add_argument("--seed", type=int, default=0)
     compress.add_argument("--allow-unsafe-model", action="store_true", help="load models with Lambda layers (trusted files only)")
 
@@ -305,6 +308,17 @@ class _Progress:
         self.progress.update(self.tasks[phase], completed=done, total=total)
 
 
+def _batch_size(text: str) -> int:
+    """argparse type: a batch size from 1 to 4096."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"a batch size is a whole number from 1 to 4096, not {text!r}")
+    return value
+
+
 def _recovery_spec(words: list[str]):
     """``--recovery-budgets`` words as :func:`resolve_recovery_budgets` takes them: "auto", () or floats."""
     from lrf_core.errors import PlanError
@@ -354,7 +368,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.mode == "dprp":
         return _compress_dprp(args, model, data, out)
     # whole-model latency is always measured for the report; blocks only when they can decide
-    latency_fn, model_latency_fn = default_latency_functions(tuple(model.inputs[0].shape[1:]))
+    latency_fn, model_latency_fn = default_latency_functions(tuple(model.inputs[0].shape[1:]), batch=args.latency_batch)
     if not (args.latency_guard or args.target_latency is not None):
         latency_fn = None
     try:

@@ -553,17 +553,23 @@ def measured_latency_fn(config: TimingConfig, cache: Optional[LatencyCache] = No
     return MeasuredLatency(config, cache)
 
 
-def default_latency_functions(input_shape: Sequence[int]):
-    """The timing functions the search and the report use on this machine (TF CPU, batch 1).
+def default_latency_functions(input_shape: Sequence[int], batch: int = 1):
+    """The timing functions the search and the report use on this machine (TF CPU, ``batch``).
+
+    ``batch`` should be the serving batch: at batch 1 per-op overhead dominates small layers
+    and a factor chain (two or three ops) is often slower than the layer it replaces even
+    where it saves most MACs (bench/REPORT.md: the ResNet- and MobileNetV2-style children at
+    a third and a half of the MACs run 0.89× and 0.99× at TF batch 1, 1.54× and 1.14× at 64).
 
     Returns ``(block_fn, models_fn)``: ``block_fn(specs, input_shape) -> seconds`` for one
     candidate block (cached by shape), ``models_fn(models) -> [seconds]`` for whole models
     timed interleaved.
     """
-    block_fn = measured_latency_fn(TimingConfig(batch=1, warmup=3, repeats=15), LatencyCache())
+    block_fn = measured_latency_fn(TimingConfig(batch=batch, warmup=3, repeats=15), LatencyCache())
     shape = tuple(input_shape)
+    model_timing = TimingConfig(batch=batch, warmup=5, repeats=50)
 
     def models_fn(models):
-        return [s.median_s for s in measure_model(models, shape, TimingConfig(batch=1, warmup=5, repeats=50))]
+        return [s.median_s for s in measure_model(models, shape, model_timing)]
 
     return block_fn, models_fn

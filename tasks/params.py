@@ -87,6 +87,8 @@ class GateParams(_Section):
     max_latency_ratio: float = Field(1.0, gt=0, description="child latency / parent latency")
     latency_tolerance: float = Field(0.05, ge=0, description="timing noise allowed on top of max_latency_ratio")
     measure_latency: bool = True
+    latency_batch: int = Field(1, ge=1, le=4096, description="batch size latency is timed at, for this check and "
+                                                            "the search's latency guard: set your serving batch")
 
 
 class RegistryParams(_Section):

@@ -267,7 +267,7 @@ def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibra
     if config.latency_guard:
         from lrf_core.latency import default_latency_functions
 
-        block_fn, models_fn = default_latency_functions(tuple(model.input_shape))
+        block_fn, models_fn = default_latency_functions(tuple(model.input_shape), batch=params.gate.latency_batch)
     with layer_map_on(dask_address) as layer_map:
         searched = core.search(parent, splits, config, stats=stats, latency_fn=block_fn, model_latency_fn=models_fn,
                                layer_map=layer_map)
@@ -388,7 +388,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     if params.gate.measure_latency:
         from lrf_core.latency import default_latency_functions
 
-        _, latency_fn = default_latency_functions(tuple(model.input_shape))
+        _, latency_fn = default_latency_functions(tuple(model.input_shape), batch=params.gate.latency_batch)
     report = read_json(_verified(_kept_choice(searched, tuned).report))
     if tuned.recovery is not None:
         report["recovery"] = read_json(_verified(tuned.recovery))
@@ -438,7 +438,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     summary = {
         "passed": passed, "drop_points": verdict.drop_points, "parent_test_accuracy": verdict.parent_accuracy,
         "child_test_accuracy": verdict.child_accuracy, "params_kept": params_kept,
-        "macs_kept": macs_kept, "latency_ratio": latency_ratio,
+        "macs_kept": macs_kept, "latency_ratio": latency_ratio, "latency_batch": g.latency_batch,
         "parent_params": p_cost.params, "child_params": c_cost.params, "parent_macs": p_cost.macs, "child_macs": c_cost.macs,
         "checks": [asdict(c) for c in verdict.checks],
         "recovery": report.get("recovery", []),

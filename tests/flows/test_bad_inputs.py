@@ -206,3 +206,12 @@ def test_recovery_budgets_default_to_auto(search, expected):
 
     params = params_from_mapping({"name": NAME, "model": "m.keras", "search": search})
     assert compress_config(params).recovery_budgets == expected
+
+
+@pytest.mark.parametrize("batch", [0, 5000, "many"])
+def test_a_latency_batch_out_of_range_is_refused(batch):
+    from lrf_core.errors import PlanError
+
+    with pytest.raises(PlanError, match="`gate.latency_batch`"):
+        params_from_mapping({"name": NAME, "model": "m.keras", "search": {"max_drop": 1.0},
+                             "gate": {"latency_batch": batch}})

@@ -172,3 +172,11 @@ def test_compress_refuses_recovery_budgets_it_cannot_try(digits_model_path, tmp_
     status, _, err = _lrf(capsys, "compress", digits_model_path, "--data", "sklearn:digits", "--out", out, *extra)
     assert status == 2 and expected in err
     assert not out.exists()
+
+
+def test_compress_refuses_a_latency_batch_that_is_not_a_batch_size(digits_model_path, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", str(digits_model_path), "--data", "sklearn:digits", "--out", str(tmp_path / "x"),
+              "--latency-batch", "0"])
+    assert info.value.code == 2
+    assert "a batch size is a whole number from 1 to 4096, not '0'" in capsys.readouterr().err

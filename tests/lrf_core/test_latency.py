@@ -189,3 +189,16 @@ def test_the_search_latency_function_caches_paired_ratios():
     first = fn.relative(dense, [chain, chain], (512,))
     assert first[0] == first[1] and len(fn._ratios) == 1  # identical blocks timed once
     assert fn.relative(dense, [chain], (512,)) == first[:1]  # cached: not timed again
+
+
+def test_default_latency_functions_time_at_the_serving_batch():
+    """The guard's blocks and the whole models are timed at the batch given (the pipeline's gate.latency_batch)."""
+    from lrf_core.latency import default_latency_functions
+
+    inputs = keras.Input((32, 32, 16))
+    conv = keras.Model(inputs, keras.layers.Conv2D(64, 3)(inputs))  # ~8 M MACs an image: compute, not overhead
+    block_fn, _ = default_latency_functions((32, 32, 16), batch=16)
+    assert block_fn.config.batch == 16
+    assert default_latency_functions((32, 32, 16))[0].config.batch == 1
+    one, sixteen = (default_latency_functions((32, 32, 16), batch=b)[1]([conv])[0] for b in (1, 16))
+    assert 0 < 3 * one < sixteen  # 16 images cost several times one: the batch reached the model timing
