@@ -90,6 +90,8 @@ def print_result(result: dict, console=None) -> None:
         mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not measured[/]"}[c["passed"]]
         value = "—" if c["value"] is None else f"{c['value']:.4g}"
         console.print(f"  {mark}  {c['name']} = {value} {c['op']} {c['threshold']:g} {c['note']}")
+    for hint in s.get("hints", []):
+        console.print(f"[yellow]hint:[/] {hint}")
     console.print(f"published: {result['uri']} ({result['status']})")
     console.print(f"alias:     {result['promotion']}")
     report_dir = Path(result["report_dir"])

@@ -425,7 +425,8 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     shutil.copyfile(_verified(check.result), validation / "calibration.json")
     passed = verdict.passed and metrics.success
     report["gate"] = {**verdict.as_dict(), "expectations_success": metrics.success, "passed": passed,
-                      "failed_expectations": list(metrics.failed_descriptions)}
+                      "failed_expectations": list(metrics.failed_descriptions),
+                      "hints": [h for h in (guard_hint(report, g.latency_batch),) if h]}
     report["lineage"] = _lineage(params, model, data, calibration)
 
     write_atomic(out_dir / "model.tflite", lambda tmp: tmp.write_bytes(_tflite_bytes(child)))
@@ -442,6 +443,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
         "parent_params": p_cost.params, "child_params": c_cost.params, "parent_macs": p_cost.macs, "child_macs": c_cost.macs,
         "checks": [asdict(c) for c in verdict.checks],
         "recovery": report.get("recovery", []),
+        "hints": report["gate"]["hints"],
     }
     return GateRecord(passed=passed, out_dir=str(out_dir), files=files, summary=json.loads(json.dumps(summary)))
 
@@ -451,6 +453,26 @@ def _kept_choice(searched: SearchRecord, tuned: FinetuneRecord):
     if tuned.kept_max_drop is None or tuned.kept_max_drop == searched.max_drop:
         return searched
     return next(c for c in searched.recovery if c.max_drop == tuned.kept_max_drop)
+
+
+def guard_hint(report: dict, latency_batch: int) -> Optional[str]:
+    """What to do when the latency guard left nothing factorized (``None`` otherwise).
+
+    ``report``: the kept choice's search report (``layers``, ``candidate_counts``, ``latency_guard``).
+    At batch 1 per-op overhead can make every factor chain of a small model slower than its
+    layer (bench/REPORT.md: the ResNet- and MobileNetV2-style zoo models), and the gate then
+    refuses a child that is the parent; the user should learn why, and what would change it.
+    """
+    if any(r.get("status") == "factorized" for r in report.get("layers", [])):
+        return None
+    dropped = sum(c.get("dropped_latency", 0) for c in (report.get("candidate_counts") or {}).values())
+    reverted = len((report.get("latency_guard") or {}).get("reverted", []))
+    if not (dropped or reverted):
+        return None
+    return (f"Nothing was factorized: timed at batch {latency_batch}, the latency guard dropped {dropped} candidate "
+            f"block(s) slower than their layer and sent {reverted} layer(s) back to dense for a child slower than "
+            "the parent. If you serve batched, set gate.latency_batch to your batch; otherwise this model has no "
+            "faster low-rank form on this hardware (search.latency_guard: false trades latency for size).")
 
 
 def _tree(root: Path, key_prefix: str) -> dict[str, FileRef]:
@@ -468,6 +490,8 @@ def _gate_markdown(gate: dict, config) -> str:
         lines.append(f"| {c['name']} {c['note']} | {value} | {c['op']} {c['threshold']:g} | {result} |")
     for failed in gate.get("failed_expectations", []):
         lines.append(f"\nGreat Expectations: {failed}")
+    for hint in gate.get("hints", []):
+        lines.append(f"\n**Hint:** {hint}")
     return "\n".join(lines) + "\n"
 
 
