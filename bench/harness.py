@@ -52,7 +52,7 @@ from bench.common import (
     FASHION_URI, RESULTS_DIR, ROOT, ZOO_DIR, OtherLoad, PeakRSS, configure_tensorflow, load_splits, log, machine_info,
     max_rss_bytes, write_result,
 )
-from lrf_core.search.budgets import AUTO_RECOVERY_BUDGETS, resolve_recovery_budgets
+from lrf_core.search.budgets import resolve_recovery_budgets
 
 __all__ = ["Mode", "MODES", "ROW_FIELDS", "LATENCY_FIELDS", "ALL_VARIANTS", "PRE_FT_BUDGETS", "budget_variant",
            "budget_of", "run_model", "run_zoo", "cost_by_type"]
@@ -130,11 +130,9 @@ class Mode:
 
 #: Accuracy budgets before the fine-tune (points) of the ``lrflow_budget<N>`` variants; the default's is GATE_POINTS.
 PRE_FT_BUDGETS = (2.0, 4.0)
-#: The ``lrflow_recovery`` variant's recovery budgets (points before the fine-tune, tried largest first): what
-#: ``recovery_budgets: auto``, the pipeline's default, resolves to at the 1-point budget.
-RECOVERY_BUDGETS = AUTO_RECOVERY_BUDGETS
-#: What ``recovery_budgets: auto`` resolves to for the ``lrflow_pipeline`` variant (the budget alone, layerwise).
-PIPELINE_BUDGETS = resolve_recovery_budgets("auto", max_drop=GATE_POINTS, cost_targets=False, rank_rule=False,
+#: The recovery budgets of ``lrflow_recovery`` and ``lrflow_pipeline`` (points before the fine-tune, largest
+#: first): what ``recovery_budgets: auto``, the pipeline's default, resolves to at the 1-point budget.
+RECOVERY_BUDGETS = resolve_recovery_budgets("auto", max_drop=GATE_POINTS, cost_targets=False, rank_rule=False,
                                             selection="layerwise")
 
 
@@ -228,8 +226,8 @@ def _compress_variants(mode: Mode) -> dict:
                                       "before the fine-tune: each choice fine-tuned in turn, the first within 1 point on "
                                       "validation after it kept", _base_config(mode, recovery_budgets=RECOVERY_BUDGETS)),
         "lrflow_pipeline": ("lrflow", "params.yaml's search settings: recovery budgets auto "
-                                      f"({', '.join(f'{b:g}' for b in PIPELINE_BUDGETS)}) and the latency guard on",
-                            _base_config(mode, recovery_budgets=PIPELINE_BUDGETS, latency_guard=True)),
+                                      f"({', '.join(f'{b:g}' for b in RECOVERY_BUDGETS)}) and the latency guard on",
+                            _base_config(mode, recovery_budgets=RECOVERY_BUDGETS, latency_guard=True)),
         "lrflow_sequential": ("selection", "default with sequential selection",
                               _base_config(mode, selection="sequential")),
         "energy95_svd": ("baseline", "SVD ranks at 95 % singular-value energy, fine-tune",

@@ -551,9 +551,9 @@ def finetune_first_within(
     fine-tune (parent − best restored validation accuracy, points) is within ``accept_drop``
     (default ``config.max_drop``; the pipeline passes the smaller of it and its gate's, so a
     search budget set above the gate never keeps a child the gate would refuse); the last is
-    kept whatever its drop. With one rung nothing is
-    measured. ``parent`` gives the parent model; it is called only when needed (several rungs,
-    or distillation), so the usual single fine-tune does not load it. Returns ``(index kept, fine-tuned child, its result, attempts)``; an attempt
+    kept whatever its drop. With one rung nothing is measured. ``parent`` gives the parent
+    model; it is called only when needed (several rungs, or distillation), so the usual single
+    fine-tune does not load it. Returns ``(index kept, fine-tuned child, its result, attempts)``; an attempt
     records its budget, params and MACs kept, validation drop and whether it was kept.
     """
     progress = progress or (lambda phase, done, total: None)
