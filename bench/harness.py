@@ -11,6 +11,8 @@ variant's last step), the harness runs:
   after its fine-tune is kept (its fine-tune time includes every attempt);
 * ``lrflow_pipeline``: the search settings ``params.yaml`` runs: recovery budgets ``auto`` (resolved
   at the 1-point budget) and the latency guard on, at the bench's epochs, grid and methods;
+* ``lrflow_guarded`` / ``lrflow_model_guard``: the default with the latency guard on; the second
+  without the per-block rule (``block_latency_rule=False``), so only the whole child is judged;
 * ``lrflow_budget<N>``: the default with an accuracy budget of ``N`` points **before** the fine-tune
   (:data:`PRE_FT_BUDGETS`); the gate after it stays at ``GATE_POINTS``. How much compression the
   one-shot fine-tune buys back, i.e. what ``search.max_drop`` above ``gate.max_drop`` is worth;
@@ -152,7 +154,7 @@ def budget_of(variant: str) -> Optional[float]:
 #: In run order: the headline comparisons first, so a long run killed midway has them.
 ALL_VARIANTS = (
     "lrflow", "objective", "lrflow_target", "lrflow_guarded", *map(budget_variant, PRE_FT_BUDGETS), "lrflow_recovery",
-    "lrflow_pipeline",
+    "lrflow_pipeline", "lrflow_model_guard",
     "energy95_svd", "vbmf_tucker2", "dprp", "lrflow_sequential",
     "uniform_conv_svd", "uniform_conv_tucker2", "uniform_conv_spatial", "uniform_conv_cp",
     "uniform_dense_tt", "uniform_dense_tucker",
@@ -228,6 +230,9 @@ def _compress_variants(mode: Mode) -> dict:
         "lrflow_pipeline": ("lrflow", "params.yaml's search settings: recovery budgets auto "
                                       f"({', '.join(f'{b:g}' for b in RECOVERY_BUDGETS)}) and the latency guard on",
                             _base_config(mode, recovery_budgets=RECOVERY_BUDGETS, latency_guard=True)),
+        "lrflow_model_guard": ("lrflow", "default with the latency guard judging only the whole child: blocks timed "
+                                         "slower than their dense layer stay candidates",
+                               _base_config(mode, latency_guard=True, block_latency_rule=False)),
         "lrflow_sequential": ("selection", "default with sequential selection",
                               _base_config(mode, selection="sequential")),
         "energy95_svd": ("baseline", "SVD ranks at 95 % singular-value energy, fine-tune",

@@ -385,10 +385,13 @@ def observations(results: dict) -> list[str]:
              "drop **after** the fine-tune. The budget is therefore conservative by design: the `lrflow_budget<N>` rows "
              "(when run; section \"Accuracy budget before the fine-tune\") show what a larger one buys, and the "
              "`lrflow_target` row what the goal's cost targets cost in accuracy after the fine-tune.",
-             "Every variant but `lrflow_guarded` and `lrflow_pipeline` runs with the latency guard off (the "
+             "Every variant but `lrflow_guarded`, `lrflow_model_guard` and `lrflow_pipeline` runs with the latency "
+             "guard off (the "
              "`lrf_core` default; the pipeline's `params.yaml` turns it on), so the latency columns show what the "
              "factorizations do unguarded. `lrflow_guarded` is the default with the guard on: a child timed slower "
              "than its parent (TF, batch 1, in the search's process) gives layers back before the fine-tune. "
+             "`lrflow_model_guard` drops the guard's per-block rule: blocks timed slower than their dense layer stay "
+             "candidates and only the whole child, timed against its parent, decides what goes back to dense. "
              "`lrflow_pipeline` is what `params.yaml` runs: the guard and recovery budgets `auto`.",
              "Params and MACs are lrflow's cost model (`lrf_core.graph.model_cost`; MACs per image, FLOPs ≈ 2 × MACs); "
              "peak RSS is the whole benchmark process sampled every 20 ms (\"+\" is the rise during the variant)."]
@@ -425,7 +428,7 @@ def observations(results: dict) -> list[str]:
                 and r["params_kept"] >= 0.9999 and r["macs_kept"] >= 0.9999]
         if idle:
             notes.append(f"{name}: {', '.join(idle)} kept every layer dense (no candidate met its rule, the budget "
-                         f"or, for lrflow_guarded, the latency guard); "
+                         f"or, for the guarded variants, the latency guard); "
                          f"their accuracy change is the fine-tune alone.")
         tf_t = (c.get("timing") or {}).get("tf", {})
         for batch in ("1", "64"):
@@ -566,20 +569,25 @@ def _slow_blame(compare, key) -> str:
 
 
 def _guard_summary(compare, key) -> str:
-    """Per model: the guarded default's measured speedup, the MACs it kept against the unguarded default's,
-    and how many layers its whole-model check sent back to dense."""
-    parts = []
-    for m, c in compare.items():
-        row = _row(c, "lrflow_guarded")
-        if not row or row["status"] != "ok":
-            continue
-        guard = ((c.get("extras") or {}).get("lrflow_guarded") or {}).get("latency_guard") or {}
-        speed, free = _lat(row, key), _row(c, "lrflow")
-        parts.append(f"{m} ×{_f(speed)} at MACs kept {_pct(row['macs_kept'])} (unguarded lrflow "
-                     f"{_pct((free or {}).get('macs_kept'))}: candidate blocks timed slower than their dense layer are "
-                     f"never chosen, then {len(guard.get('reverted') or [])} layer(s) sent back by the whole-model check, "
-                     f"child ÷ parent time in the search {_f(guard.get('ratio'))})")
-    return ("with the latency guard on (lrflow_guarded): " + ", ".join(parts)) if parts else ""
+    """Per guarded variant and model: the measured speedup, the MACs kept against the unguarded default's,
+    and how many layers the whole-model check sent back to dense."""
+    rules = {"lrflow_guarded": "candidate blocks timed slower than their dense layer are never chosen, then ",
+             "lrflow_model_guard": "no per-block rule, "}
+    sentences = []
+    for variant, rule in rules.items():
+        parts = []
+        for m, c in compare.items():
+            row = _row(c, variant)
+            if not row or row["status"] != "ok":
+                continue
+            guard = ((c.get("extras") or {}).get(variant) or {}).get("latency_guard") or {}
+            speed, free = _lat(row, key), _row(c, "lrflow")
+            parts.append(f"{m} ×{_f(speed)} at MACs kept {_pct(row['macs_kept'])} (unguarded lrflow "
+                         f"{_pct((free or {}).get('macs_kept'))}: {rule}{len(guard.get('reverted') or [])} layer(s) "
+                         f"sent back by the whole-model check, child ÷ parent time in the search {_f(guard.get('ratio'))})")
+        if parts:
+            sentences.append(f"with the latency guard on ({variant}): " + ", ".join(parts))
+    return "; ".join(sentences)
 
 
 def _noise(compare, key) -> str:

@@ -96,6 +96,9 @@ class CompressConfig:
     skip_layers: tuple[str, ...] = ()
     finetune: FinetuneConfig = FinetuneConfig()
     latency_guard: bool = False
+    # With the guard or a latency target: drop each block timed slower than its dense layer
+    # (METHODS.md §3 item 7). False keeps them and leaves the whole-model guard as the only judge.
+    block_latency_rule: bool = True
     recovery_budgets: tuple[float, ...] = ()
     seed: int = 0
 
@@ -617,7 +620,7 @@ def _layer_front(parent, name, fitted: JobResult, geometry, config, latency_fn, 
     candidates, counts = fitted
     if config.ranks is None:
         candidates, counts = front_of(candidates, counts, geometry, latency_fn, baseline.latency_s,
-                                      _dense_specs(parent.get_layer(name)))
+                                      _dense_specs(parent.get_layer(name)), enforce_block_rule=config.block_latency_rule)
     layer = parent.get_layer(name)
     tail = feature_map_tail(parent, name)
     reference = reference_feature_map(layer, tail, layer_inputs)

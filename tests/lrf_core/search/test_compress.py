@@ -177,6 +177,23 @@ def test_latency_guard_never_picks_a_slower_block(planted):
     assert guard["limit_met"] and guard["reverted"] == [] and guard["ratio"] == 1.0
 
 
+def test_without_the_block_rule_slow_blocks_stay_candidates_and_are_still_timed(planted):
+    """block_latency_rule=False: no block is dropped for being slower alone; the whole model is the judge."""
+    model, data = planted
+    timed = lambda specs, shape: 1.0 if len(specs) == 1 else (5.0 if len(specs) == 3 else 0.5)
+    config = dict(targets=CostTargets(params=0.5), skip_layers=("head",), latency_guard=True)
+    runs = {rule: compress(model, data, _quick(block_latency_rule=rule, **config), latency_fn=timed,
+                           model_latency_fn=lambda models: [1.0] * len(models)) for rule in (True, False)}
+    counts = {rule: r.report["candidate_counts"] for rule, r in runs.items()}
+    assert counts[True]["b"]["dropped_latency"] > 0
+    assert all(c["dropped_latency"] == 0 for c in counts[False].values())
+    assert all(counts[False][n]["pareto"] >= counts[True][n]["pareto"] for n in counts[False])
+    for row in runs[False].report["layers"]:  # block times are still there for the guard's revert order
+        if row["status"] == "factorized":
+            assert row["latency_after_s"] in (0.5, 5.0)
+    assert runs[False].report["latency_guard"]["limit_met"]
+
+
 def test_a_child_timed_slower_than_its_parent_gives_its_layers_back(planted):
     """Blocks faster one by one, model slower (extra layer calls): the whole-model guard reverts layers."""
     from lrf_core.search.compress import REVERTED_REASON
