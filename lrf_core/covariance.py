@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from lrf_core.errors import DataError, NumericalError
+from lrf_core.memo import digest, memoized
 
 __all__ = [
     "InputStatistics",
@@ -123,9 +125,9 @@ class CovarianceFactor:
     def dim(self) -> int:
         return int(self.matrix.shape[0])
 
-    @property
+    @cached_property
     def damped(self) -> np.ndarray:
-        """``L Lᵀ``: the Σ actually used by the fits (Σ plus damping)."""
+        """``L Lᵀ``: the Σ actually used by the fits (Σ plus damping); computed once (``O(D³)``)."""
         return self.root @ self.root.T
 
     def __repr__(self) -> str:
@@ -144,6 +146,11 @@ def covariance_factor(sigma: np.ndarray) -> CovarianceFactor:
         raise DataError(f"Σ must be a square matrix. Received shape {sigma.shape}.")
     if not np.all(np.isfinite(sigma)):
         raise DataError("Σ contains NaN or inf: the calibration data has non-finite values.")
+    # the search factors one layer's Σ once for all its candidate fits (lrf_core.memo)
+    return memoized(("covariance_factor", digest(sigma)), lambda: _damped_cholesky(sigma))
+
+
+def _damped_cholesky(sigma: np.ndarray) -> CovarianceFactor:
     scale = float(np.mean(np.diag(sigma)))
     if scale <= 0:
         # an all-zero input (dead layer): any W̃ gives zero Σ-error; fall back to identity scale

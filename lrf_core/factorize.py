@@ -20,6 +20,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from lrf_core.covariance import InputStatistics, covariance_factor, relative_frobenius_error
+from lrf_core.memo import digest, memoized
 from lrf_core.decompose.base import Cost, Factorization, LayerGeometry, LayerSpec, Method
 from lrf_core.errors import DataError
 from lrf_core.layout import kernel_to_matrix
@@ -77,7 +78,8 @@ def output_error(w: np.ndarray, w_approx: np.ndarray, stats: InputStatistics, sh
     num = float(np.sum((dw @ sigma_u) * dw))
     if shift is not None:
         num += -2.0 * float(shift @ (dw @ stats.mean)) + float(shift @ shift)
-    den = float(np.sum((w @ sigma_u) * w))
+    # the same for every candidate of the layer: once per layer inside a layer_memo block
+    den = memoized(("output_energy", digest(w), id(stats)), lambda: float(np.sum((w @ sigma_u) * w)))
     if den <= 0:
         return 0.0
     return float(np.sqrt(max(num, 0.0) / den))

@@ -50,6 +50,7 @@ from scipy.sparse.linalg import LinearOperator, cg
 from lrf_core.covariance import CovarianceFactor
 from lrf_core.errors import DataError
 from lrf_core.layout import kernel_to_matrix
+from lrf_core.memo import digest, memoized
 
 __all__ = [
     "DENSE_LIMIT",
@@ -196,6 +197,12 @@ class SigmaTarget:
         self.w_sigma = self.w @ self.sigma
         self.norm = float(np.linalg.norm(self.w @ self.root))
         self._splits: dict[tuple[int, ...], ModeSplit] = {}
+
+    @classmethod
+    def of(cls, kernel: np.ndarray, sigma: CovarianceFactor, method_id: str) -> "SigmaTarget":
+        """The target of ``kernel`` under ``sigma``, built once per layer inside a :func:`lrf_core.memo.layer_memo`
+        block (its fixed data and lazily built mode splits are rank-independent; ALS never modifies them)."""
+        return memoized(("sigma_target", digest(kernel), id(sigma)), lambda: cls(kernel, sigma, method_id))
 
     def error(self, w_approx: np.ndarray) -> float:
         """Relative Σ-error ``‖(W − W̃) L‖_F / ‖W L‖_F``."""

@@ -111,7 +111,7 @@ def _svd_init(kernel: np.ndarray, rank: int, seed: int) -> list[np.ndarray]:
     factors = []
     for mode, size in enumerate(kernel.shape):
         unfolding = np.moveaxis(kernel, mode, 0).reshape(size, -1)
-        u, s, _ = truncated_svd(unfolding, min(rank, size))
+        u, s, _ = truncated_svd(unfolding, min(rank, size), shared=True)
         if mode == 0:
             u = u * s
         if size < rank:
@@ -190,7 +190,7 @@ def fit_cp(
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     (r,) = check_rank_tuple("cp", rank, (_full_rank(kernel.shape),), _NAMES)
-    target = SigmaTarget(kernel, sigma, "cp") if sigma is not None else None
+    target = SigmaTarget.of(kernel, sigma, "cp") if sigma is not None else None
     history: tuple[float, ...] = ()
     if r == _full_rank(kernel.shape):
         state = _elementary(kernel)

@@ -11,17 +11,23 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from lrf_core.covariance import CovarianceFactor
+from lrf_core.memo import digest, memoized
 
 __all__ = ["truncated_svd", "lowrank_factors", "chain_kernel"]
 
 
-def truncated_svd(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def truncated_svd(matrix: np.ndarray, rank: int, *, shared: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sign-fixed rank-``r`` SVD: ``matrix ≈ U diag(s) Vt``.
 
-    Returns ``U (M, r)``, ``s (r,)``, ``Vt (r, N)`` in float64.
+    Returns ``U (M, r)``, ``s (r,)``, ``Vt (r, N)`` in float64. ``shared=True`` (for a matrix that
+    does not depend on the rank) keeps the full SVD for every rank asked of the same matrix
+    inside a :func:`lrf_core.memo.layer_memo` block; rank-dependent matrices (ALS iterates) would
+    only fill the memo.
     """
-    u, s, vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64), full_matrices=False)
-    u, s, vt = u[:, :rank], s[:rank], vt[:rank]
+    matrix = np.asarray(matrix, dtype=np.float64)
+    compute = lambda: np.linalg.svd(matrix, full_matrices=False)  # noqa: E731
+    full = memoized(("svd", digest(matrix)), compute) if shared else compute()
+    u, s, vt = full[0][:, :rank], full[1][:rank].copy(), full[2][:rank]
     pivot = np.argmax(np.abs(u), axis=0)
     signs = np.sign(u[pivot, np.arange(u.shape[1])])
     signs[signs == 0] = 1.0
@@ -46,7 +52,7 @@ def lowrank_factors(
     B : ``(T, r)``, A : ``(r, D)``
     """
     target = w if sigma is None else w @ sigma.root
-    u, s, vt = truncated_svd(target, rank)
+    u, s, vt = truncated_svd(target, rank, shared=True)
     root_s = np.sqrt(s)
     b, a = u * root_s, root_s[:, None] * vt
     if sigma is not None:

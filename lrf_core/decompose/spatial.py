@@ -108,7 +108,7 @@ def fit_spatial(
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     (r,) = check_rank_tuple("spatial", rank, (_full_rank(kernel.shape),), _NAMES)
-    target = SigmaTarget(kernel, sigma, "spatial") if sigma is not None else None
+    target = SigmaTarget.of(kernel, sigma, "spatial") if sigma is not None else None
     state = _from_reshaped(kernel, r, None)
     history: tuple[float, ...] = ()
     if target is not None and r < _full_rank(kernel.shape):

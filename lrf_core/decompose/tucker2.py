@@ -54,10 +54,10 @@ def _orthonormal(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q * signs, r * signs[:, None]
 
 
-def _leading_basis(matrix: np.ndarray, rank: int) -> np.ndarray:
+def _leading_basis(matrix: np.ndarray, rank: int, shared: bool = False) -> np.ndarray:
     """Sign-fixed leading left singular vectors, completed to ``rank`` orthonormal columns
-    when the matrix has fewer (e.g. ``S > kh·kw·T``)."""
-    u = truncated_svd(matrix, rank)[0]
+    when the matrix has fewer (e.g. ``S > kh·kw·T``); ``shared`` as :func:`truncated_svd`."""
+    u = truncated_svd(matrix, rank, shared=shared)[0]
     if u.shape[1] < rank:
         q, _ = _orthonormal(np.hstack([u, np.eye(u.shape[0])]))
         u = np.hstack([u, q[:, u.shape[1] : rank]])
@@ -69,8 +69,8 @@ def _hooi(kernel: np.ndarray, r_s: int, r_t: int, n_iter_max: int, tol: float) -
     kh, kw, s, t = kernel.shape
     unfold_s = kernel.transpose(2, 0, 1, 3).reshape(s, -1)
     unfold_t = kernel.transpose(3, 0, 1, 2).reshape(t, -1)
-    u_s = _leading_basis(unfold_s, r_s)
-    u_t = _leading_basis(unfold_t, r_t)
+    u_s = _leading_basis(unfold_s, r_s, shared=True)  # the HOSVD start is the same for every rank
+    u_t = _leading_basis(unfold_t, r_t, shared=True)
     previous = 0.0
     for _ in range(n_iter_max if (r_s < s or r_t < t) else 0):
         proj_t = np.einsum("hwst,tb->shwb", kernel, u_t, optimize=True).reshape(s, -1)
@@ -145,7 +145,7 @@ def fit_tucker2(
     kernel = np.asarray(kernel, dtype=np.float64)
     _, _, s, t = kernel.shape
     r_s, r_t = check_rank_tuple("tucker2", rank, (s, t), _NAMES)
-    target = SigmaTarget(kernel, sigma, "tucker2") if sigma is not None else None
+    target = SigmaTarget.of(kernel, sigma, "tucker2") if sigma is not None else None
     state = _hooi(kernel, r_s, r_t, n_iter_max, tol)
     history: tuple[float, ...] = ()
     if target is not None and (r_s < s or r_t < t):

@@ -30,6 +30,7 @@ from lrf_core.covariance import InputStatistics
 from lrf_core.decompose.base import Cost, LayerGeometry, LayerSpec, Method
 from lrf_core.decompose.registry import get_method
 from lrf_core.factorize import FittedLayer, Objective, fit_layer
+from lrf_core.memo import layer_memo
 from lrf_core.similarity import SimilarityMetric, similarity_to
 
 __all__ = ["Candidate", "rank_grid", "fit_candidates", "drop_slower_than_dense", "front_of",
@@ -157,20 +158,21 @@ def fit_candidates(
     counts = {"generated": 0, "dropped_cost": 0, "dropped_latency": 0, "fitted": 0}
     dense = geometry.dense_cost()
     fitted_all: list[Candidate] = []
-    for method_id in method_ids:
-        method = get_method(geometry.kind, method_id)
-        if method.not_applicable(geometry):
-            continue
-        for rank in rank_grid(method, geometry, grid_points):
-            counts["generated"] += 1
-            cost = method.cost(geometry, rank)
-            if cost.params >= dense.params or cost.macs >= dense.macs:
-                counts["dropped_cost"] += 1
+    with layer_memo():  # Σ's root, L Lᵀ, the Σ target and start SVDs: once for the whole grid
+        for method_id in method_ids:
+            method = get_method(geometry.kind, method_id)
+            if method.not_applicable(geometry):
                 continue
-            fitted = fit_layer(layer, kernel, bias, geometry, method, rank, stats=stats, objective=objective,
-                               seed=seed, n_iter_max=n_iter_max)
-            counts["fitted"] += 1
-            fitted_all.append(Candidate(fitted))
+            for rank in rank_grid(method, geometry, grid_points):
+                counts["generated"] += 1
+                cost = method.cost(geometry, rank)
+                if cost.params >= dense.params or cost.macs >= dense.macs:
+                    counts["dropped_cost"] += 1
+                    continue
+                fitted = fit_layer(layer, kernel, bias, geometry, method, rank, stats=stats, objective=objective,
+                                   seed=seed, n_iter_max=n_iter_max)
+                counts["fitted"] += 1
+                fitted_all.append(Candidate(fitted))
     return fitted_all, counts
 
 
