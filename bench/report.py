@@ -392,7 +392,12 @@ def observations(results: dict) -> list[str]:
              "than its parent (TF, batch 1, in the search's process) gives layers back before the fine-tune. "
              "`lrflow_model_guard` drops the guard's per-block rule: blocks timed slower than their dense layer stay "
              "candidates and only the whole child, timed against its parent, decides what goes back to dense. "
-             "`lrflow_pipeline` is what `params.yaml` runs: the guard and recovery budgets `auto`.",
+             "`lrflow_pipeline` is what `params.yaml` runs: the guard and recovery budgets `auto`. The guard times "
+             "blocks and children in the search's own process, at TensorFlow's default intra-op threads (2 on this "
+             "machine) with op determinism on, as the pipeline does; the latency columns are timed at 1 thread in a "
+             "separate process. A child the guard timed slower at 2 threads can be faster at 1 (its factor chains' "
+             "small ops gain less from a second thread), so compare a guarded row's decision with the guard's own "
+             "child ÷ parent time, not with the unguarded row's 1-thread speedup.",
              "Params and MACs are lrflow's cost model (`lrf_core.graph.model_cost`; MACs per image, FLOPs ≈ 2 × MACs); "
              "peak RSS is the whole benchmark process sampled every 20 ms (\"+\" is the rise during the variant)."]
     compare = results["compare"]
@@ -582,9 +587,12 @@ def _guard_summary(compare, key) -> str:
                 continue
             guard = ((c.get("extras") or {}).get(variant) or {}).get("latency_guard") or {}
             speed, free = _lat(row, key), _row(c, "lrflow")
+            steps, reverted = guard.get("steps") or [], guard.get("reverted") or []
+            first = (f" (chosen child with {steps[0]['factorized']} layer(s) factorized timed at {_f(steps[0]['ratio'])})"
+                     if reverted and steps else "")
             parts.append(f"{m} ×{_f(speed)} at MACs kept {_pct(row['macs_kept'])} (unguarded lrflow "
-                         f"{_pct((free or {}).get('macs_kept'))}: {rule}{len(guard.get('reverted') or [])} layer(s) "
-                         f"sent back by the whole-model check, child ÷ parent time in the search {_f(guard.get('ratio'))})")
+                         f"{_pct((free or {}).get('macs_kept'))}: {rule}{len(reverted)} layer(s) "
+                         f"sent back by the whole-model check{first}, child ÷ parent time in the search {_f(guard.get('ratio'))})")
         if parts:
             sentences.append(f"with the latency guard on ({variant}): " + ", ".join(parts))
     return "; ".join(sentences)

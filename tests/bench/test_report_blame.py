@@ -83,12 +83,13 @@ def test_guard_summary_reports_the_guarded_childs_speedup_and_the_layers_sent_ba
     assert _guard_summary({"m": {"rows": []}}, "speedup_tf_b1") == ""
 
     c["rows"].append({"variant": "lrflow_model_guard", "status": "ok", "macs_kept": 0.6, "latency": {"speedup_tf_b1": 1.1}})
-    c["extras"]["lrflow_model_guard"] = {"latency_guard": {"reverted": [], "ratio": 0.95}}
+    c["extras"]["lrflow_model_guard"] = {"latency_guard": {"reverted": ["conv1"], "ratio": 0.95,
+                                                           "steps": [{"factorized": 3, "ratio": 1.29}]}}
     guarded, model_only = _guard_summary({"m": c}, "speedup_tf_b1").split("; ")
     assert guarded == text
     assert model_only == ("with the latency guard on (lrflow_model_guard): m ×1.10 at MACs kept 60.0 % (unguarded lrflow "
-                          "50.0 %: no per-block rule, 0 layer(s) sent back by the whole-model check, child ÷ parent "
-                          "time in the search 0.95)")
+                          "50.0 %: no per-block rule, 1 layer(s) sent back by the whole-model check (chosen child with 3 "
+                          "layer(s) factorized timed at 1.29), child ÷ parent time in the search 0.95)")
 
 
 def _budget_row(variant, params, macs, drop_no_ft, drop, passed, status="ok"):
