@@ -145,6 +145,9 @@ def _add_compress_parser(sub, fmt) -> None:
     compress.add_argument("--skip-layers", default="", metavar="A,B", help="layers to keep dense")
     compress.add_argument("--latency-guard", action="store_true",
                           help="time every candidate block and never choose one slower than the dense layer")
+    compress.add_argument("--no-block-latency-rule", dest="block_latency_rule", action="store_false",
+                          help="with --latency-guard: keep blocks timed slower than their dense layer as candidates "
+                               "and let the whole child, timed against the parent, decide")
     compress.add_argument("--latency-batch", type=_batch_size, default=1, metavar="N",
                           help="batch size latency is timed at (guard, --target-latency, report): your serving batch; "
                                "at 1, per-op overhead makes factor chains of small layers slower (default 1)")
@@ -362,7 +365,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         objective=args.objective, grid_points=args.grid_points, ranks=args.ranks,
         skip_layers=tuple(n for n in args.skip_layers.split(",") if n),
         finetune=FinetuneConfig(epochs=args.finetune_epochs, distill=args.distill, seed=args.seed),
-        latency_guard=args.latency_guard, seed=args.seed,
+        latency_guard=args.latency_guard, block_latency_rule=args.block_latency_rule, seed=args.seed,
         recovery_budgets=recovery_budgets,
     )
     if args.mode == "dprp":

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lrf_core.errors import PlanError
 from lrf_core.search.budgets import resolve_recovery_budgets
+from lrf_core.search.latency_rule import check_block_latency_rule
 
 __all__ = ["PipelineParams", "load_params", "params_from_mapping"]
 
@@ -46,6 +47,9 @@ class SearchParams(_Section):
     grid_points: int = Field(12, ge=2)
     skip_layers: tuple[str, ...] = ()
     latency_guard: bool = Field(True, description="never choose a block measured slower than the dense layer")
+    block_latency_rule: bool = Field(True, description="with the guard: drop each block timed slower than its dense "
+                                                       "layer; false leaves the whole child, timed against the parent, "
+                                                       "as the only judge")
     recovery_budgets: Union[Literal["auto"], tuple[float, ...]] = Field(
         "auto", description="larger budgets (points, before the fine-tune) chosen too and fine-tuned first; the first "
                             "child whose validation drop after the fine-tune is within max_drop is kept. \"auto\": "
@@ -64,6 +68,7 @@ class SearchParams(_Section):
         if self.target_params is None and self.target_macs is None and self.max_drop is None:
             raise ValueError("set at least one of target_params, target_macs, max_drop")
         self.resolved_recovery_budgets()  # an explicit list that cannot be tried is refused here
+        check_block_latency_rule(self.block_latency_rule, uses_latency=self.latency_guard)
         return self
 
     def resolved_recovery_budgets(self) -> tuple[float, ...]:

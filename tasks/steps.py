@@ -243,7 +243,7 @@ def compress_config(params: PipelineParams):
         targets=CostTargets(params=s.target_params, macs=s.target_macs), max_drop=s.max_drop,
         selection=s.selection, refit=s.refit, similarity=s.similarity, objective=s.objective,
         grid_points=s.grid_points, skip_layers=tuple(s.skip_layers), latency_guard=s.latency_guard,
-        recovery_budgets=s.resolved_recovery_budgets(), seed=params.seed,
+        block_latency_rule=s.block_latency_rule, recovery_budgets=s.resolved_recovery_budgets(), seed=params.seed,
         finetune=FinetuneConfig(epochs=f.epochs, learning_rate=f.learning_rate, distill=f.distill, seed=params.seed),
     )
 
@@ -471,8 +471,11 @@ def guard_hint(report: dict, latency_batch: int) -> Optional[str]:
         return None
     return (f"Nothing was factorized: timed at batch {latency_batch}, the latency guard dropped {dropped} candidate "
             f"block(s) slower than their layer and sent {reverted} layer(s) back to dense for a child slower than "
-            "the parent. If you serve batched, set gate.latency_batch to your batch; otherwise this model has no "
-            "faster low-rank form on this hardware (search.latency_guard: false trades latency for size).")
+            "the parent. If you serve batched, set gate.latency_batch to your batch; "
+            + ("search.block_latency_rule: false lets the whole child decide (one chain's extra call can be paid "
+               "for by another's saving); " if dropped else "")
+            + "otherwise this model has no faster low-rank form on this hardware (search.latency_guard: false "
+              "trades latency for size).")
 
 
 def _tree(root: Path, key_prefix: str) -> dict[str, FileRef]:

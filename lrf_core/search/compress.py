@@ -55,6 +55,7 @@ from lrf_core.search.candidates import (
 from lrf_core.search.jobs import (
     BaselineJob, GridJob, Job, JobResult, LayerMap, LayerWeights, RefitJob, local_map, run_job,
 )
+from lrf_core.search.latency_rule import check_block_latency_rule
 from lrf_core.search.model_guard import guard_model_latency
 from lrf_core.similarity import SIMILARITY_METRICS, SimilarityMetric
 
@@ -97,7 +98,8 @@ class CompressConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     latency_guard: bool = False
     # With the guard or a latency target: drop each block timed slower than its dense layer
-    # (METHODS.md §3 item 7). False keeps them and leaves the whole-model guard as the only judge.
+    # (METHODS.md §3 item 7). False keeps them and leaves the whole-model guard as the only judge
+    # (lrf_core.search.latency_rule).
     block_latency_rule: bool = True
     recovery_budgets: tuple[float, ...] = ()
     seed: int = 0
@@ -125,6 +127,7 @@ class CompressConfig:
                             "sequential to choose; drop one of the two.")
         if self.grid_points < 2:
             raise PlanError(f"grid_points must be >= 2. Received {self.grid_points}.")
+        check_block_latency_rule(self.block_latency_rule, uses_latency=self.latency_guard or self.targets.latency is not None)
         check_recovery_budgets(self.recovery_budgets, max_drop=self.max_drop, cost_targets=bool(self.targets.active),
                                rank_rule=self.ranks is not None, selection=self.selection)
 

@@ -185,8 +185,9 @@ def test_unknown_parameter_keys():
     ({"max_drop": 1.0, "selection": "sequential", "recovery_budgets": [3.0]}, "layerwise only"),
     ({"max_drop": 1.0, "recovery_budgets": "yes"}, r"`search.recovery_budgets`: .*\"auto\" or a list of budgets"),
     ({"max_drop": 1.0, "recovery_budgets": None}, r"`search.recovery_budgets`: .*\[\] for none"),
+    ({"max_drop": 1.0, "latency_guard": False, "block_latency_rule": False}, r"`search`: .*per-block latency rule off"),
 ])
-def test_recovery_budgets_are_refused_when_they_cannot_be_tried(search, match):
+def test_search_parameters_that_cannot_take_effect_are_refused(search, match):
     """Checked when the parameters are read, before any step runs (same rule as lrf_core's CompressConfig)."""
     from lrf_core.errors import PlanError
 
@@ -206,6 +207,15 @@ def test_recovery_budgets_default_to_auto(search, expected):
 
     params = params_from_mapping({"name": NAME, "model": "m.keras", "search": search})
     assert compress_config(params).recovery_budgets == expected
+
+
+@pytest.mark.parametrize("rule", [True, False])
+def test_block_latency_rule_reaches_the_search(rule):
+    from tasks.steps import compress_config
+
+    config = compress_config(params_from_mapping({"name": NAME, "model": "m.keras",
+                                                  "search": {"max_drop": 1.0, "block_latency_rule": rule}}))
+    assert config.latency_guard and config.block_latency_rule is rule
 
 
 @pytest.mark.parametrize("batch", [0, 5000, "many"])

@@ -165,8 +165,9 @@ def test_compress_rejects_unknown_method_names(digits_model_path, tmp_path, caps
     (["--max-drop", 1.0, "--recovery-budgets", "auto", 4], "not 'auto 4'"),
     (["--max-drop", 1.0, "--recovery-budgets", 0.5], "larger than max_drop (1.0)"),
     (["--target-params", 0.3, "--recovery-budgets", 4], "neither cost targets"),
+    (["--max-drop", 1.0, "--no-block-latency-rule"], "only changes the latency guard or a latency target"),
 ])
-def test_compress_refuses_recovery_budgets_it_cannot_try(digits_model_path, tmp_path, capsys, extra, expected):
+def test_compress_refuses_options_that_cannot_take_effect(digits_model_path, tmp_path, capsys, extra, expected):
     """`auto` (the default) resolves quietly; a word or list that cannot be tried is one clear line, nothing written."""
     out = tmp_path / "run"
     status, _, err = _lrf(capsys, "compress", digits_model_path, "--data", "sklearn:digits", "--out", out, *extra)

@@ -462,3 +462,12 @@ def test_a_candidate_chosen_under_several_budgets_is_refitted_once(planted):
     assert len(refits) == len(chosen) == 2
     for r in searched.recovery:  # the very same refitted candidates
         assert all(r.allocation.choice[n] is searched.allocation.choice[n] for n in ("a", "b"))
+
+
+def test_the_block_latency_rule_can_only_be_turned_off_where_latency_is_timed():
+    from lrf_core.errors import PlanError
+
+    with pytest.raises(PlanError, match="only changes the latency guard or a latency target"):
+        CompressConfig(max_drop=1.0, block_latency_rule=False)
+    assert not CompressConfig(max_drop=1.0, latency_guard=True, block_latency_rule=False).block_latency_rule
+    assert not CompressConfig(targets=CostTargets(latency=0.9), block_latency_rule=False).block_latency_rule
