@@ -20,10 +20,10 @@ from typing import Literal, Optional
 import numpy as np
 
 from lrf_core.covariance import InputStatistics, covariance_factor, relative_frobenius_error
-from lrf_core.memo import digest, memoized
 from lrf_core.decompose.base import Cost, Factorization, LayerGeometry, LayerSpec, Method
 from lrf_core.errors import DataError
 from lrf_core.layout import kernel_to_matrix
+from lrf_core.memo import digest, memoized
 
 __all__ = ["Objective", "FittedLayer", "FULL_SWEEPS", "fit_layer", "output_error"]
 

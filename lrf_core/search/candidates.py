@@ -183,11 +183,11 @@ def drop_slower_than_dense(
     dense_latency_s: Optional[float],
     counts: dict,
     dense_specs: Optional[Sequence[LayerSpec]] = None,
-    enforce: bool = True,
+    enforce_block_rule: bool = True,
 ) -> tuple[list[Candidate], dict]:
     """Step 3's latency rule: time each candidate's block; drop those slower than the dense layer.
 
-    ``enforce=False`` times every block (the whole-model guard and latency targets use
+    ``enforce_block_rule=False`` times every block (the whole-model guard and latency targets use
     ``latency_s``) but drops none: the child is then judged only as a whole, where one
     block's extra call can be paid for by another's saving.
 
@@ -207,7 +207,7 @@ def drop_slower_than_dense(
         latencies = [float(latency_fn(c.fitted.specs, shape)) for c in candidates]
     kept, dropped = [], 0
     for c, latency in zip(candidates, latencies):
-        if enforce and dense_latency_s is not None and latency > dense_latency_s:
+        if enforce_block_rule and dense_latency_s is not None and latency > dense_latency_s:
             dropped += 1
             continue
         kept.append(c.with_scores(latency_s=latency))
@@ -226,7 +226,7 @@ def front_of(
     """The latency rule (when ``latency_fn`` is given), then the Pareto filter; counts gain ``pareto``."""
     if latency_fn is not None:
         candidates, counts = drop_slower_than_dense(candidates, geometry, latency_fn, dense_latency_s, counts,
-                                                    dense_specs, enforce=enforce_block_rule)
+                                                    dense_specs, enforce_block_rule)
     front = pareto_front(candidates)
     return front, {**counts, "pareto": len(front)}
 

@@ -127,9 +127,14 @@ class CompressConfig:
                             "sequential to choose; drop one of the two.")
         if self.grid_points < 2:
             raise PlanError(f"grid_points must be >= 2. Received {self.grid_points}.")
-        check_block_latency_rule(self.block_latency_rule, uses_latency=self.latency_guard or self.targets.latency is not None)
+        check_block_latency_rule(self.block_latency_rule, uses_latency=self.uses_latency)
         check_recovery_budgets(self.recovery_budgets, max_drop=self.max_drop, cost_targets=bool(self.targets.active),
                                rank_rule=self.ranks is not None, selection=self.selection)
+
+    @property
+    def uses_latency(self) -> bool:
+        """Whether the search times blocks and children: the latency guard or a latency target."""
+        return self.latency_guard or self.targets.latency is not None
 
     @property
     def has_target(self) -> bool:
@@ -350,7 +355,7 @@ def search(
     layers = _eligible(summary, config)
     if not layers:
         raise PlanError("No layer of the model can be factorized with the allowed methods (see `lrf inspect`).")
-    use_latency = config.latency_guard or config.targets.latency is not None
+    use_latency = config.uses_latency
     if use_latency and (latency_fn is None or model_latency_fn is None):
         raise LRFError("Latency targets and the latency guard need latency functions (the CLI provides them).")
 
