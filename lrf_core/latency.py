@@ -28,8 +28,8 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence, Union
 
 import keras
 import numpy as np
@@ -38,6 +38,7 @@ import tensorflow as tf
 from lrf_core.decompose.base import LayerSpec
 from lrf_core.errors import LRFError
 from lrf_core.keras_chain import ALLOWED_LAYERS, instantiate_chain
+from lrf_core.paired_ratio import RatioEstimate
 
 __all__ = [
     "RUNTIMES",
@@ -46,10 +47,17 @@ __all__ = [
     "LatencyCache",
     "LatencyFn",
     "block_key",
+    "block_layer_data",
     "measure_block",
     "measure_dense_layer",
     "measure_model",
     "measure_relative",
+    "measure_ratios",
+    "ModelLatency",
+    "TimingRunner",
+    "InProcessRunner",
+    "ModelLatencyFn",
+    "compare_models",
     "MeasuredLatency",
     "measured_latency_fn",
     "default_latency_functions",
@@ -175,6 +183,14 @@ class LatencyCache:
             )
         self._entries[key] = stats
 
+    def get_or_measure(self, key: str, measure: Callable[[], LatencyStats]) -> LatencyStats:
+        """The stats under ``key``; on a miss ``measure()`` is called once and stored."""
+        hit = self._entries.get(key)
+        if hit is None:
+            hit = measure()
+            self.put(key, hit)
+        return hit
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """JSON-ready ``{key: {median_s, p10_s, p90_s, repeats, batch}}``, keys sorted."""
         return {key: asdict(self._entries[key]) for key in sorted(self._entries)}
@@ -242,6 +258,14 @@ def _as_spec(item: Union[LayerSpec, Mapping[str, Any]]) -> LayerSpec:
             f"Cannot time layer class {class_name!r}: expected one of {', '.join(ALLOWED_LAYERS)}."
         )
     return LayerSpec(class_name, _timing_config(config))
+
+
+def block_layer_data(item: Union[LayerSpec, Mapping[str, Any]]) -> dict[str, Any]:
+    """One layer of a block as JSON-ready ``{"class_name", "config"}`` (weights and the keys
+    that do not change the forward cost dropped), e.g. to time it in another process."""
+    spec = _as_spec(item)
+    text = json.dumps({"class_name": spec.class_name, "config": dict(spec.config)}, default=_json_default)
+    return json.loads(text)
 
 
 def _canonical_layer(spec: LayerSpec) -> dict[str, Any]:
@@ -414,24 +438,22 @@ def measure_block(
     LatencyStats
     """
     key = block_key(specs, input_shape, config)
-    if cache is not None:
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
-    shape = _check_input_shape(input_shape)
-    timing_specs = [_as_spec(spec) for spec in specs]
-    _check_threads(config, logging.DEBUG)  # warned once by measured_latency_fn
-    with tf.device(_device(config)):
-        model = _block_model(timing_specs, shape, config.batch)
-        (times,) = _time_interleaved([_compiled(model)], _fixed_input(shape, config.batch), config, timer)
-    stats = LatencyStats.from_times(times, config.batch)
-    logger.debug(
-        "measured %s on %s: median %.3g s (p10 %.3g, p90 %.3g)",
-        "→".join(s.class_name for s in timing_specs), shape, stats.median_s, stats.p10_s, stats.p90_s,
-    )
-    if cache is not None:
-        cache.put(key, stats)
-    return stats
+
+    def measure() -> LatencyStats:
+        shape = _check_input_shape(input_shape)
+        timing_specs = [_as_spec(spec) for spec in specs]
+        _check_threads(config, logging.DEBUG)  # warned once by measured_latency_fn
+        with tf.device(_device(config)):
+            model = _block_model(timing_specs, shape, config.batch)
+            (times,) = _time_interleaved([_compiled(model)], _fixed_input(shape, config.batch), config, timer)
+        stats = LatencyStats.from_times(times, config.batch)
+        logger.debug(
+            "measured %s on %s: median %.3g s (p10 %.3g, p90 %.3g)",
+            "→".join(s.class_name for s in timing_specs), shape, stats.median_s, stats.p10_s, stats.p90_s,
+        )
+        return stats
+
+    return measure() if cache is None else cache.get_or_measure(key, measure)
 
 
 def measure_dense_layer(
@@ -487,6 +509,37 @@ def measure_model(
     return [LatencyStats.from_times(t, config.batch) for t in times]
 
 
+def _paired_rounds(
+    functions: Sequence[Callable[[tf.Tensor], Any]],
+    x: tf.Tensor,
+    config: TimingConfig,
+    timer: Callable[[], float],
+    *,
+    limit: Optional[float] = None,
+    max_rounds: Optional[int] = None,
+) -> tuple[list[float], list[RatioEstimate]]:
+    """Time ``functions[0]`` (the reference) and the others round-robin in chunks of
+    ``config.repeats`` rounds until every ratio to the reference is settled against ``limit``
+    (:meth:`RatioEstimate.settled`) or ``max_rounds`` (default: one chunk) were timed.
+
+    Returns the reference's per-round times and one :class:`RatioEstimate` per other function
+    over all rounds (ratios within a round: ``t_i / t_0``).
+    """
+    cap = max(max_rounds or config.repeats, config.repeats)
+    chunk = config
+    reference: list[float] = []
+    ratios: list[list[float]] = [[] for _ in functions[1:]]
+    while True:
+        times = np.asarray(_time_interleaved(functions, x, chunk, timer))  # (functions, repeats)
+        chunk = replace(config, warmup=0)  # warm already
+        reference.extend(times[0].tolist())
+        for own, t in zip(ratios, times[1:] / np.maximum(times[:1], 1e-12)):
+            own.extend(t.tolist())
+        estimates = [RatioEstimate.from_ratios(r) for r in ratios]
+        if len(reference) >= cap or all(e.settled(limit) for e in estimates):
+            return reference, estimates
+
+
 def measure_relative(
     reference: BlockLayers,
     blocks: Sequence[BlockLayers],
@@ -497,11 +550,9 @@ def measure_relative(
 ) -> list[float]:
     """Each block's latency ÷ the reference block's, timed together (paired, METHODS.md §3.7).
 
-    The reference (the dense layer) and every block are timed round-robin in one run; each
-    block's ratio is the median over rounds of ``t_block / t_reference`` within the same
-    round. Absolute timings taken minutes apart compare a block measured under one load with
-    a dense layer measured under another (a CI runner or a shared host changes load all the
-    time); ratios within a round see the same load.
+    The reference (the dense layer) and every block are timed round-robin in one run of
+    ``config.repeats`` rounds; each block's ratio is the median over rounds of
+    ``t_block / t_reference`` within the same round (:mod:`lrf_core.paired_ratio` says why).
 
     Returns
     -------
@@ -512,38 +563,151 @@ def measure_relative(
     shape = _check_input_shape(input_shape)
     with tf.device(_device(config)):
         models = [_block_model([_as_spec(s) for s in specs], shape, config.batch) for specs in (reference, *blocks)]
-        times = np.asarray(_time_interleaved([_compiled(m) for m in models], _fixed_input(shape, config.batch), config,
-                                             timer))
-    ratios = times[1:] / np.maximum(times[:1], 1e-12)  # (blocks, repeats): same-round pairs
-    return [float(r) for r in np.median(ratios, axis=1)]
+        _, estimates = _paired_rounds([_compiled(m) for m in models], _fixed_input(shape, config.batch), config, timer)
+    return [e.median for e in estimates]
+
+
+def measure_ratios(
+    reference: keras.Model,
+    models: Sequence[keras.Model],
+    input_shape: Sequence[int],
+    config: TimingConfig = TimingConfig(),
+    *,
+    limit: Optional[float] = None,
+    max_rounds: Optional[int] = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> tuple[LatencyStats, list[RatioEstimate]]:
+    """Whole models against a reference (child vs parent), in paired rounds until settled.
+
+    Rounds come in chunks of ``config.repeats`` (the first after ``config.warmup`` untimed
+    calls of each model); after every chunk each model's :class:`RatioEstimate` is computed
+    over all rounds so far, and timing stops when each is settled against ``limit`` (its
+    interval on one side, or within ± ``RATIO_RESOLUTION``) or ``max_rounds`` were timed.
+
+    Returns
+    -------
+    (the reference's LatencyStats over all rounds, one RatioEstimate per model)
+    """
+    shape = _check_input_shape(input_shape)
+    _check_threads(config)
+    with tf.device(_device(config)):
+        functions = [_compiled(m) for m in (reference, *models)]
+        times, estimates = _paired_rounds(functions, _fixed_input(shape, config.batch), config, timer, limit=limit,
+                                          max_rounds=max_rounds)
+    return LatencyStats.from_times(times, config.batch), estimates
+
+
+#: ``model_latency_fn(models) -> [seconds]``: the first model is the reference (tests inject fakes).
+ModelLatencyFn = Callable[[Sequence[keras.Model]], Sequence[float]]
+
+
+class TimingRunner(Protocol):
+    """Where timings run: :class:`InProcessRunner` here, or a worker process with the serving
+    thread count (``tasks.latency_worker``). The three calls of :func:`measure_block`,
+    :func:`measure_relative` and :func:`measure_ratios`, without caching."""
+
+    def block(self, specs: BlockLayers, input_shape: tuple[int, ...], config: TimingConfig) -> LatencyStats: ...
+
+    def relative(self, dense: BlockLayers, blocks: Sequence[BlockLayers], input_shape: tuple[int, ...],
+                 config: TimingConfig) -> list[float]: ...
+
+    def compare(self, reference: keras.Model, models: Sequence[keras.Model], input_shape: tuple[int, ...],
+                config: TimingConfig, limit: Optional[float], max_rounds: Optional[int],
+                ) -> tuple[LatencyStats, list[RatioEstimate]]: ...
+
+
+class InProcessRunner:
+    """Times in this process, at TensorFlow's live thread settings."""
+
+    def block(self, specs, input_shape, config):
+        return measure_block(specs, input_shape, config)
+
+    def relative(self, dense, blocks, input_shape, config):
+        return measure_relative(dense, blocks, input_shape, config)
+
+    def compare(self, reference, models, input_shape, config, limit, max_rounds):
+        return measure_ratios(reference, models, input_shape, config, limit=limit, max_rounds=max_rounds)
+
+
+class ModelLatency:
+    """Whole-model timing for the latency guard, latency targets and the gate.
+
+    ``fn(models) -> [seconds]``: the first model's median, and for every other model that
+    median × its paired ratio's median, so ``fn([a, b])[1] / fn([a, b])[0]`` is the paired
+    estimate; ``fn.compare(reference, models, limit)`` gives the intervals too
+    (:func:`measure_ratios`, at most ``max_rounds`` rounds, on ``runner``).
+    """
+
+    def __init__(self, input_shape: Sequence[int], config: TimingConfig, max_rounds: int,
+                 runner: Optional[TimingRunner] = None):
+        self.input_shape = _check_input_shape(input_shape)
+        self.config = config
+        self.max_rounds = int(max_rounds)
+        self.runner = runner or InProcessRunner()
+
+    def compare(self, reference: keras.Model, models: Sequence[keras.Model],
+                limit: Optional[float] = None) -> tuple[float, list[RatioEstimate]]:
+        stats, estimates = self.runner.compare(reference, models, self.input_shape, self.config, limit,
+                                               self.max_rounds)
+        return stats.median_s, estimates
+
+    def __call__(self, models: Sequence[keras.Model]) -> list[float]:
+        if not models:
+            raise LRFError("ModelLatency needs at least one model. Received an empty sequence.")
+        seconds, estimates = self.compare(models[0], models[1:])
+        return [seconds] + [seconds * e.median for e in estimates]
+
+
+def compare_models(
+    model_latency_fn: Union[ModelLatency, ModelLatencyFn],
+    reference: keras.Model,
+    models: Sequence[keras.Model],
+    limit: Optional[float] = None,
+) -> tuple[float, list[RatioEstimate]]:
+    """The reference's seconds and each model's ratio to it, from either kind of timing function.
+
+    A :class:`ModelLatency` times paired rounds until settled against ``limit``; any other
+    ``fn(models) -> [seconds]`` (a test's fake, a caller's own runtime) is called once and its
+    ratios taken as exact (:meth:`RatioEstimate.exact`).
+    """
+    compare = getattr(model_latency_fn, "compare", None)
+    if compare is not None:
+        return compare(reference, models, limit)
+    seconds = [float(s) for s in model_latency_fn([reference, *models])]
+    return seconds[0], [RatioEstimate.exact(s / seconds[0]) for s in seconds[1:]]
 
 
 class MeasuredLatency:
-    """The search's :data:`LatencyFn` on this machine: ``fn(specs, input_shape) -> seconds`` is the
-    cached median of :func:`measure_block`; ``fn.relative(dense, blocks, input_shape)`` gives
-    paired ratios to the dense layer (:func:`measure_relative`), cached per (dense, block) key,
-    which is what the latency rule decides on."""
+    """The search's :data:`LatencyFn`: ``fn(specs, input_shape) -> seconds`` is the cached median
+    of one block's timing; ``fn.relative(dense, blocks, input_shape)`` gives paired ratios to
+    the dense layer (:func:`measure_relative`), cached per (dense, block) key, which is what
+    the latency rule decides on. Timings run on ``runner`` (this process by default)."""
 
-    def __init__(self, config: TimingConfig, cache: Optional[LatencyCache] = None):
+    def __init__(self, config: TimingConfig, cache: Optional[LatencyCache] = None,
+                 runner: Optional[TimingRunner] = None):
         self.config = config
         self.cache = cache if cache is not None else LatencyCache()
+        self.runner = runner or InProcessRunner()
         self._ratios: dict[tuple[str, str], float] = {}
-        _check_threads(config)
+        if isinstance(self.runner, InProcessRunner):
+            _check_threads(config)
 
     def __call__(self, specs: Sequence[LayerSpec], input_shape: tuple[int, ...]) -> float:
-        return measure_block(specs, input_shape, self.config, cache=self.cache).median_s
+        key = block_key(specs, input_shape, self.config)
+        return self.cache.get_or_measure(key, lambda: self.runner.block(specs, input_shape, self.config)).median_s
 
     def relative(self, dense: BlockLayers, blocks: Sequence[BlockLayers], input_shape: tuple[int, ...]) -> list[float]:
         dense_key = block_key(dense, input_shape, self.config)
         keys = [(dense_key, block_key(b, input_shape, self.config)) for b in blocks]
         todo = list(dict.fromkeys(k for k in keys if k not in self._ratios))  # identical blocks timed once
-        fresh = measure_relative(dense, [blocks[keys.index(k)] for k in todo], input_shape, self.config)
-        self._ratios.update(zip(todo, fresh))
+        if todo:
+            fresh = self.runner.relative(dense, [blocks[keys.index(k)] for k in todo], input_shape, self.config)
+            self._ratios.update(zip(todo, fresh))
         return [self._ratios[k] for k in keys]
 
 
 def measured_latency_fn(config: TimingConfig, cache: Optional[LatencyCache] = None) -> MeasuredLatency:
-    """A :data:`LatencyFn` for the search (:class:`MeasuredLatency`).
+    """A :data:`LatencyFn` for the search (:class:`MeasuredLatency`, timed in this process).
 
     Parameters
     ----------
@@ -553,8 +717,13 @@ def measured_latency_fn(config: TimingConfig, cache: Optional[LatencyCache] = No
     return MeasuredLatency(config, cache)
 
 
-def default_latency_functions(input_shape: Sequence[int], batch: int = 1):
+def default_latency_functions(input_shape: Sequence[int], batch: int = 1, *, threads: Optional[int] = None,
+                              runner: Optional[TimingRunner] = None):
     """The timing functions the search and the report use on this machine (TF CPU, ``batch``).
+
+    ``threads`` is recorded in every timing config (cache keys): pass the intra-op thread
+    count ``runner`` times with (a worker process started with it), or the one this process
+    was configured with; None means TensorFlow's default here.
 
     ``batch`` should be the serving batch: at batch 1 per-op overhead dominates small layers
     and a factor chain (two or three ops) is often slower than the layer it replaces even
@@ -562,14 +731,12 @@ def default_latency_functions(input_shape: Sequence[int], batch: int = 1):
     a third and a half of the MACs run 0.89× and 0.99× at TF batch 1, 1.54× and 1.14× at 64).
 
     Returns ``(block_fn, models_fn)``: ``block_fn(specs, input_shape) -> seconds`` for one
-    candidate block (cached by shape), ``models_fn(models) -> [seconds]`` for whole models
-    timed interleaved.
+    candidate block (cached by shape), ``models_fn`` a :class:`ModelLatency` for whole models:
+    chunks of 200 paired rounds until settled, at most 800. The first look comes after 200
+    rounds because earlier looks decide on noise: on the demo's digits CNN, stopping after
+    chunks of 50 gave medians with a 2-3 % standard deviation from one timing to the next,
+    chunks of 200 gave 0.9 %.
     """
-    block_fn = measured_latency_fn(TimingConfig(batch=batch, warmup=3, repeats=15), LatencyCache())
-    shape = tuple(input_shape)
-    model_timing = TimingConfig(batch=batch, warmup=5, repeats=50)
-
-    def models_fn(models):
-        return [s.median_s for s in measure_model(models, shape, model_timing)]
-
-    return block_fn, models_fn
+    block_fn = MeasuredLatency(TimingConfig(batch=batch, warmup=3, repeats=15, threads=threads), LatencyCache(), runner)
+    return block_fn, ModelLatency(input_shape, TimingConfig(batch=batch, warmup=5, repeats=200, threads=threads),
+                                  max_rounds=800, runner=runner)

@@ -18,6 +18,18 @@ raises params or MACs above the parent's, but it can break a cost target; the gu
 sends back more than the targets allow, and says so when that is not enough (the gate then
 refuses the slower child).
 
+What "slower" means: a timing is a :class:`~lrf_core.paired_ratio.RatioEstimate`, the
+median of paired per-round ratios with a 95 % interval. A child is slower when its interval
+lies more than ``RATIO_RESOLUTION`` (1 %) above the limit, or when its median is more than
+:data:`GUARD_MARGIN` (2 %) above it whatever the interval (a noisy host must not let a
+clearly slower child through). Smaller differences are not reproducible: on the demo's
+digits CNN, 20 timings of one child (200-round chunks, each in a fresh ``tf.function``)
+had medians 0.97-1.02 of the parent, standard deviation 0.9 %, about the width of each
+timing's own interval, so a session effect the interval cannot see is as large as the
+difference. A child within that of the parent's speed keeps its factorized layers: they
+save parameters and MACs, and reverting them on a coin flip made the demo's outcome change
+from run to run. A plain ratio (``ratio_of`` returning a float) is taken as exact.
+
 The guard's limit is 1.0 and the gate's is ``1 + latency_tolerance``: the margin between the
 two absorbs the noise of the gate's own re-measurement, so a child the guard accepted is
 not refused by the gate on timing noise.
@@ -26,25 +38,36 @@ not refused by the gate on timing noise.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Union
 
+from lrf_core.paired_ratio import RATIO_RESOLUTION, RatioEstimate
 from lrf_core.search.allocate import Allocation, CostTargets, LayerBaseline, ModelTotals, allocation_totals, meets
 
-__all__ = ["GuardStep", "GuardResult", "guard_model_latency", "RETIME_BAND"]
+__all__ = ["GUARD_LIMIT", "GUARD_MARGIN", "GuardStep", "GuardResult", "guard_model_latency", "is_slower"]
 
-#: A child timed at most this far above the limit is timed again and the two ratios averaged:
-#: whole-model medians at batch 1 move a few percent from run to run.
-RETIME_BAND = 0.02
+#: The child must not be slower than the parent (latency ratio at most 1).
+GUARD_LIMIT = 1.0
+#: A median this far above the limit is slower even when its interval still reaches the limit.
+GUARD_MARGIN = 0.02
+
+
+def is_slower(estimate: RatioEstimate, limit: float = GUARD_LIMIT) -> bool:
+    """Measurably more than ``RATIO_RESOLUTION`` slower than ``limit`` (the interval above
+    ``limit + RATIO_RESOLUTION``), or a median beyond ``limit + GUARD_MARGIN``."""
+    return estimate.low > limit + RATIO_RESOLUTION or estimate.median > limit + GUARD_MARGIN
 
 
 @dataclass(frozen=True)
 class GuardStep:
-    """One timing: how many layers were factorized, the child's latency ÷ the parent's, and the
-    layers sent back to dense for it."""
+    """One timing: how many layers were factorized, the child's latency ÷ the parent's (median
+    of paired rounds, its interval and the rounds timed), and the layers sent back for it."""
 
     factorized: int
     ratio: float
     reverted: tuple[str, ...] = ()
+    ratio_low: Optional[float] = None
+    ratio_high: Optional[float] = None
+    rounds: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,20 +101,21 @@ def _block_saving(name: str, alloc: Allocation, baselines: Mapping[str, LayerBas
 
 def guard_model_latency(
     alloc: Allocation,
-    ratio_of: Callable[[Allocation], float],
+    ratio_of: Callable[[Allocation], Union[float, RatioEstimate]],
     baselines: Mapping[str, LayerBaseline],
     totals: ModelTotals,
     targets: CostTargets,
     *,
-    limit: float = 1.0,
+    limit: float = GUARD_LIMIT,
 ) -> GuardResult:
-    """Send the fewest factorized layers back to dense that make ``ratio_of(allocation) <= limit``.
+    """Send the fewest factorized layers back to dense that make the child not slower than ``limit``.
 
     Parameters
     ----------
     alloc : the search's choice
     ratio_of : measured latency of the child built from an allocation ÷ the parent's
-        (interleaved timing; the caller rebuilds and times)
+        (paired rounds, :func:`lrf_core.latency.compare_models`; the caller rebuilds and
+        times); a float is taken as exact. Slower means :func:`is_slower`.
     baselines, totals : the dense layers' costs and block latencies, the parent's totals
     targets : the cost targets that must still hold after layers go back to dense
 
@@ -105,16 +129,15 @@ def guard_model_latency(
     def reverted(k: int) -> Allocation:
         return Allocation({**alloc.choice, **dict.fromkeys(order[:k])}, alloc.lam) if k else alloc
 
-    timed: dict[int, float] = {}
+    timed: dict[int, bool] = {}
 
     def slower(k: int) -> bool:
-        if k not in timed:  # an allocation is timed once (twice near the limit), never re-decided by new noise
-            ratio = float(ratio_of(reverted(k)))
-            if limit < ratio <= limit + RETIME_BAND:
-                ratio = 0.5 * (ratio + float(ratio_of(reverted(k))))
-            timed[k] = ratio
-            steps.append(GuardStep(len(order) - k, ratio, tuple(order[:k])))
-        return timed[k] > limit
+        if k not in timed:  # an allocation is timed once, never re-decided by new noise
+            measured = ratio_of(reverted(k))
+            est = measured if isinstance(measured, RatioEstimate) else RatioEstimate.exact(measured)
+            timed[k] = is_slower(est, limit)
+            steps.append(GuardStep(len(order) - k, est.median, tuple(order[:k]), est.low, est.high, est.rounds))
+        return timed[k]
 
     def result(k: int, met: bool, why: Optional[str] = None) -> GuardResult:
         return GuardResult(reverted(k), tuple(order[:k]), tuple(steps), met, why)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from lrf_core.decompose.base import LayerSpec
@@ -12,14 +13,18 @@ from lrf_core.errors import LRFError
 from lrf_core.latency import (
     LatencyCache,
     LatencyStats,
+    ModelLatency,
     TimingConfig,
     block_key,
+    compare_models,
     measure_block,
     measure_dense_layer,
     measure_model,
+    measure_ratios,
     measure_relative,
     measured_latency_fn,
 )
+from lrf_core.paired_ratio import RATIO_RESOLUTION
 
 FAST = TimingConfig(warmup=1, repeats=5)
 
@@ -195,10 +200,75 @@ def test_default_latency_functions_time_at_the_serving_batch():
     """The guard's blocks and the whole models are timed at the batch given (the pipeline's gate.latency_batch)."""
     from lrf_core.latency import default_latency_functions
 
-    inputs = keras.Input((32, 32, 16))
-    conv = keras.Model(inputs, keras.layers.Conv2D(64, 3)(inputs))  # ~8 M MACs an image: compute, not overhead
-    block_fn, _ = default_latency_functions((32, 32, 16), batch=16)
-    assert block_fn.config.batch == 16
-    assert default_latency_functions((32, 32, 16))[0].config.batch == 1
-    one, sixteen = (default_latency_functions((32, 32, 16), batch=b)[1]([conv])[0] for b in (1, 16))
-    assert 0 < 3 * one < sixteen  # 16 images cost several times one: the batch reached the model timing
+    seen: list[int] = []
+
+    class RecordBatch(keras.layers.Layer):
+        """Notes the batch of every input it is traced or run with: what the timing fed the model."""
+
+        def call(self, x):
+            seen.append(x.shape[0])  # None while Keras builds the graph
+            return x
+
+    inputs = keras.Input((8, 8, 2))
+    model = keras.Model(inputs, RecordBatch()(keras.layers.Conv2D(4, 3)(inputs)))
+    block_fn, models_fn = default_latency_functions((8, 8, 2), batch=16)
+    assert block_fn.config.batch == 16 and models_fn.config.batch == 16
+    assert default_latency_functions((8, 8, 2))[0].config.batch == 1
+    seen.clear()
+    models_fn.max_rounds = 1  # one chunk is enough to see the inputs; the count is not the point here
+    (seconds,) = models_fn([model])
+    assert seconds > 0
+    assert seen and set(seen) - {None} == {16}  # every call the timing made fed 16 images
+
+
+class NoisyTimer:
+    """Every timed call "takes" 0.5-1.5 ms at random: ratios near 1, far too noisy to settle."""
+
+    def __init__(self):
+        self.rng, self.now, self.reads = np.random.default_rng(0), 0.0, 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        if self.reads % 2 == 0:  # the end of a timed call
+            self.now += self.rng.uniform(0.5e-3, 1.5e-3)
+        return self.now
+
+
+def _conv_model(filters, shape=(8, 8, 3)):
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, keras.layers.Conv2D(filters, 3)(inputs))
+
+
+def test_paired_timing_continues_until_the_decision_is_settled():
+    models = [_conv_model(4), _conv_model(8)]
+    timer = NoisyTimer()
+    _, (est,) = measure_ratios(models[0], models[1:], (8, 8, 3), FAST, limit=1.0, max_rounds=20, timer=timer)
+    assert est.rounds == 20 and timer.reads == 2 * 2 * 20  # never settled: four chunks of five rounds
+    assert est.low < 1.0 < est.high and est.high - est.low > 2 * RATIO_RESOLUTION
+    timer = NoisyTimer()
+    _, (est,) = measure_ratios(models[0], models[1:], (8, 8, 3), FAST, limit=0.1, max_rounds=20, timer=timer)
+    assert est.rounds == 5 and est.low > 0.1  # the interval is above 0.1 after one chunk: done
+
+
+def test_model_latency_reports_seconds_whose_ratio_is_the_paired_median():
+    fn = ModelLatency((8, 8, 3), FAST, max_rounds=5)
+    small, big = _conv_model(4), _conv_model(64)
+    seconds = fn([small, big])
+    reference_s, (est,) = fn.compare(small, [big])
+    assert len(seconds) == 2 and all(s > 0 for s in seconds + [reference_s])
+    assert est.rounds == 5 and est.low <= est.median <= est.high
+    with pytest.raises(LRFError, match="at least one model"):
+        fn([])
+
+
+def test_compare_models_takes_a_plain_function_as_exact():
+    seconds, estimates = compare_models(lambda models: [2.0, 1.0, 3.0][: len(models)], "parent", ["a", "b"])
+    assert seconds == 2.0 and [(e.median, e.low, e.high, e.rounds) for e in estimates] == [
+        (0.5, 0.5, 0.5, 0), (1.5, 1.5, 1.5, 0)]
+
+
+def test_a_big_conv_is_measurably_slower_in_paired_rounds():
+    small, big = _conv_model(4, (32, 32, 16)), _conv_model(128, (32, 32, 16))
+    _, (est,) = measure_ratios(small, [big], (32, 32, 16), TimingConfig(warmup=2, repeats=20), limit=1.0,
+                               max_rounds=100)
+    assert est.low > 1.0 and est.rounds == 20  # 32x the MACs: measurably slower after the first chunk

@@ -8,7 +8,8 @@ import pytest
 
 from lrf_core.graph import Cost
 from lrf_core.search.allocate import Allocation, CostTargets, LayerBaseline, ModelTotals
-from lrf_core.search.model_guard import guard_model_latency
+from lrf_core.paired_ratio import RatioEstimate
+from lrf_core.search.model_guard import GUARD_MARGIN, guard_model_latency, is_slower
 
 #: layer → (dense block latency, chosen block latency, params saved); the parent has 1000 params
 LAYERS = {"a": (1.0, 0.9, 100), "b": (1.0, 0.5, 300), "c": (2.0, 1.0, 200)}
@@ -91,18 +92,46 @@ def test_many_layers_need_few_timings():
         return child_ratio(a.factorized)
 
     result = guard_model_latency(alloc, ratio_of, baselines, ModelTotals(3200, 3200, 100.0), CostTargets())
-    fewest = next(k for k in range(33) if child_ratio(names[k:]) <= 1.0)  # by brute force
-    assert 0 < fewest < 32
-    assert result.reverted == tuple(names[:fewest]) and result.met and result.ratio <= 1.0
-    assert len(result.steps) <= 2 + 5 and len(timed) <= 2 * len(result.steps)  # log2(32) = 5; near the limit twice
+    fewest = next(k for k in range(33) if not is_slower(RatioEstimate.exact(child_ratio(names[k:]))))  # brute force
+    assert 0 < fewest < 32 and child_ratio(names[fewest - 1:]) > 1.01
+    assert result.reverted == tuple(names[:fewest]) and result.met and result.ratio <= 1.01
+    assert len(result.steps) <= 2 + 5 and len(timed) == len(result.steps)  # log2(32) = 5; each timed once
 
 
-def test_a_child_timed_just_over_the_limit_is_timed_again():
+@pytest.mark.parametrize(
+    "estimate, slower",
+    [
+        (RatioEstimate(1.004, 0.995, 1.012, 400), False),  # cannot tell from the parent: the savings stay
+        (RatioEstimate(1.015, 0.990, 1.040, 400), False),  # noisy, median within the margin
+        (RatioEstimate(1.008, 1.003, 1.013, 400), False),  # slower, by less than a session reproduces
+        (RatioEstimate(1.018, 1.012, 1.024, 400), True),  # measurably more than 1 % slower
+        (RatioEstimate(1.030, 0.950, 1.100, 400), True),  # too far above whatever the interval
+        (RatioEstimate(0.970, 0.960, 0.990, 400), False),
+    ],
+)
+def test_the_guard_reverts_only_what_is_measurably_slower(estimate, slower):
     alloc, baselines = _setup()
-    ratios = iter([1.01, 0.97])  # noise: the second timing says faster; the average (0.99) decides
+    timed = []
 
-    result = guard_model_latency(alloc, lambda a: next(ratios), baselines, TOTALS, CostTargets())
-    assert result.reverted == () and result.met and result.ratio == pytest.approx(0.99)
+    def ratio_of(a):
+        timed.append(len(a.factorized))
+        return estimate if len(a.factorized) == 3 else RatioEstimate.exact(0.9)
+
+    result = guard_model_latency(alloc, ratio_of, baselines, TOTALS, CostTargets())
+    assert bool(result.reverted) is slower and result.met
+    first = result.steps[0]
+    assert (first.factorized, first.ratio, first.ratio_low, first.ratio_high, first.rounds) == (
+        3, estimate.median, estimate.low, estimate.high, 400)
+    assert timed[0] == 3 and len(timed) == len(set(timed))  # every allocation timed once
+    assert is_slower(estimate) is slower and GUARD_MARGIN == 0.02
+
+
+def test_a_plain_ratio_is_taken_as_exact():
+    alloc, baselines = _setup()
+    result = guard_model_latency(alloc, lambda a: 1.011 if len(a.factorized) == 3 else 0.9, baselines, TOTALS,
+                                 CostTargets())
+    assert result.reverted and result.steps[0].ratio_low == result.steps[0].ratio_high == 1.011
+    assert result.steps[0].rounds == 0 and result.as_dict()["steps"][0]["ratio_low"] == 1.011
 
 
 def test_when_no_layer_may_go_back_the_child_is_not_timed_again():
