@@ -151,6 +151,9 @@ def _add_compress_parser(sub, fmt) -> None:
     compress.add_argument("--latency-batch", type=_batch_size, default=1, metavar="N",
                           help="batch size latency is timed at (guard, --target-latency, report): your serving batch; "
                                "at 1, per-op overhead makes factor chains of small layers slower (default 1)")
+    compress.add_argument("--latency-threads", type=_thread_count, default=None, metavar="N",
+                          help="intra-op threads latency is timed with, in a worker process: your serving thread "
+                               "count (default: this process's TensorFlow default, one per core)")
     compress.add_argument("--seed", type=int, default=0)
     compress.add_argument("--allow-unsafe-model", action="store_true", help="load models with Lambda layers (trusted files only)")
 
@@ -311,15 +314,23 @@ class _Progress:
         self.progress.update(self.tasks[phase], completed=done, total=total)
 
 
-def _batch_size(text: str) -> int:
-    """argparse type: a batch size from 1 to 4096."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"a batch size is a whole number from 1 to 4096, not {text!r}")
-    return value
+def _whole_number(what: str, high: int):
+    """argparse type: ``what`` as a whole number from 1 to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if not 1 <= value <= high:
+            raise argparse.ArgumentTypeError(f"a {what} is a whole number from 1 to {high}, not {text!r}")
+        return value
+
+    return parse
+
+
+_batch_size = _whole_number("batch size", 4096)  # the pipeline's gate.latency_batch has the same bounds
+_thread_count = _whole_number("thread count", 1024)  # and gate.latency_threads
 
 
 def _recovery_spec(words: list[str]):
@@ -345,8 +356,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from lrf_core.report_render import pareto_figure, render_markdown
     from lrf_core.search.allocate import CostTargets
     from lrf_core.search.budgets import resolve_recovery_budgets
-    from lrf_core.latency import default_latency_functions
     from lrf_core.search.compress import CompressConfig, TargetNotMetError, compress
+    from tasks.latency_worker import latency_functions
 
     tf.config.experimental.enable_op_determinism()  # --seed makes runs repeat
     out = Path(args.out)
@@ -370,14 +381,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )
     if args.mode == "dprp":
         return _compress_dprp(args, model, data, out)
-    # whole-model latency is always measured for the report; blocks only when they can decide
-    latency_fn, model_latency_fn = default_latency_functions(tuple(model.inputs[0].shape[1:]), batch=args.latency_batch)
-    if not (args.latency_guard or args.target_latency is not None):
-        latency_fn = None
     try:
-        with _Progress() as progress:
-            result = compress(model, data, config, latency_fn=latency_fn, model_latency_fn=model_latency_fn,
-                              progress=progress)
+        # whole-model latency is always measured for the report; blocks only when they can decide
+        with latency_functions(tuple(model.inputs[0].shape[1:]), args.latency_batch, args.latency_threads) as (
+                latency_fn, model_latency_fn), _Progress() as progress:
+            result = compress(model, data, config, latency_fn=latency_fn if config.uses_latency else None,
+                              model_latency_fn=model_latency_fn, progress=progress)
     except TargetNotMetError as exc:
         print(f"lrf: target not met: {exc}", file=sys.stderr)
         return EXIT_TARGET

@@ -94,6 +94,9 @@ class GateParams(_Section):
     measure_latency: bool = True
     latency_batch: int = Field(1, ge=1, le=4096, description="batch size latency is timed at, for this check and "
                                                             "the search's latency guard: set your serving batch")
+    latency_threads: Optional[int] = Field(None, ge=1, le=1024,
+                                           description="intra-op threads latency is timed with (a worker process): "
+                                                       "set your serving thread count; null = this process's default")
 
 
 class RegistryParams(_Section):

@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import shutil
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -263,17 +264,23 @@ def search(params: PipelineParams, model: ModelRecord, data: DataRecord, calibra
     splits = _splits(params, data, calibration)
     stats = _load_stats(calibration.stats, calibration.layers)
     config = compress_config(params)
-    block_fn, models_fn = (None, None)
-    if config.latency_guard:
-        from lrf_core.latency import default_latency_functions
-
-        block_fn, models_fn = default_latency_functions(tuple(model.input_shape), batch=params.gate.latency_batch)
-    with layer_map_on(dask_address) as layer_map:
+    with _latency_functions(model.input_shape, params.gate, config.latency_guard) as (block_fn, models_fn), \
+            layer_map_on(dask_address) as layer_map:
         searched = core.search(parent, splits, config, stats=stats, latency_fn=block_fn, model_latency_fn=models_fn,
                                layer_map=layer_map)
     # recovery choices first, each in its own directory: the base choice's files stay where they always were
     recovery = tuple(_write_choice(r, out_dir / _recovery_dir(r.max_drop)) for r in searched.recovery)
     return SearchRecord(**dict(_write_choice(searched, out_dir)), recovery=recovery)
+
+
+def _latency_functions(input_shape, gate, wanted: bool):
+    """``(block_fn, models_fn)`` at the serving batch and, with ``gate.latency_threads``, thread
+    count (a worker process); ``(None, None)`` when nothing is to be timed."""
+    if not wanted:
+        return nullcontext((None, None))
+    from tasks.latency_worker import latency_functions
+
+    return latency_functions(tuple(input_shape), gate.latency_batch, gate.latency_threads)
 
 
 def _recovery_dir(max_drop: float) -> str:
@@ -384,20 +391,15 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     parent, child = _load_model(model.file, params), _load_model(tuned.model, params)
     splits = _splits(params, data, calibration)
     p_cost, c_cost = model_cost(parent), model_cost(child)
-    latency_fn = None
-    if params.gate.measure_latency:
-        from lrf_core.latency import default_latency_functions
-
-        _, latency_fn = default_latency_functions(tuple(model.input_shape), batch=params.gate.latency_batch)
     report = read_json(_verified(_kept_choice(searched, tuned).report))
     if tuned.recovery is not None:
         report["recovery"] = read_json(_verified(tuned.recovery))
     ft = FinetuneResult(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in read_json(_verified(tuned.result)).items()})
     config = compress_config(params)
-    evaluate_final(report, parent, child, splits, config, ModelTotals(p_cost.params, p_cost.macs), ft, latency_fn)
-    latency_ratio = None
-    if "latency_s" in report["child"]:
-        latency_ratio = report["child"]["latency_s"] / report["parent"]["latency_s"]
+    with _latency_functions(model.input_shape, params.gate, params.gate.measure_latency) as (_, latency_fn):
+        evaluate_final(report, parent, child, splits, config, ModelTotals(p_cost.params, p_cost.macs), ft, latency_fn)
+    latency = report["child"].get("latency_ratio")  # median of paired rounds and its interval
+    latency_ratio = latency["median"] if latency else None
 
     g = params.gate
     targets = {k: v for k, v in (("params_kept", params.search.target_params), ("macs_kept", params.search.target_macs))
@@ -440,6 +442,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
         "passed": passed, "drop_points": verdict.drop_points, "parent_test_accuracy": verdict.parent_accuracy,
         "child_test_accuracy": verdict.child_accuracy, "params_kept": params_kept,
         "macs_kept": macs_kept, "latency_ratio": latency_ratio, "latency_batch": g.latency_batch,
+        "latency_interval": [latency["low"], latency["high"]] if latency else None,
         "parent_params": p_cost.params, "child_params": c_cost.params, "parent_macs": p_cost.macs, "child_macs": c_cost.macs,
         "checks": [asdict(c) for c in verdict.checks],
         "recovery": report.get("recovery", []),

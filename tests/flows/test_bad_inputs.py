@@ -218,10 +218,16 @@ def test_block_latency_rule_reaches_the_search(rule):
     assert config.latency_guard and config.block_latency_rule is rule
 
 
-@pytest.mark.parametrize("batch", [0, 5000, "many"])
-def test_a_latency_batch_out_of_range_is_refused(batch):
+@pytest.mark.parametrize("key, value", [("latency_batch", 0), ("latency_batch", 5000), ("latency_batch", "many"),
+                                        ("latency_threads", 0), ("latency_threads", 2000), ("latency_threads", "all")])
+def test_a_latency_batch_or_thread_count_out_of_range_is_refused(key, value):
     from lrf_core.errors import PlanError
 
-    with pytest.raises(PlanError, match="`gate.latency_batch`"):
-        params_from_mapping({"name": NAME, "model": "m.keras", "search": {"max_drop": 1.0},
-                             "gate": {"latency_batch": batch}})
+    with pytest.raises(PlanError, match=f"`gate.{key}`"):
+        params_from_mapping({"name": NAME, "model": "m.keras", "search": {"max_drop": 1.0}, "gate": {key: value}})
+
+
+def test_latency_threads_default_to_this_process():
+    params = params_from_mapping({"name": NAME, "model": "m.keras", "search": {"max_drop": 1.0}})
+    assert params.gate.latency_threads is None
+    assert params_from_mapping({"name": NAME, "model": "m.keras", "gate": {"latency_threads": 1}}).gate.latency_threads == 1

@@ -175,9 +175,15 @@ def test_compress_refuses_options_that_cannot_take_effect(digits_model_path, tmp
     assert not out.exists()
 
 
-def test_compress_refuses_a_latency_batch_that_is_not_a_batch_size(digits_model_path, tmp_path, capsys):
+@pytest.mark.parametrize("option, value, message", [
+    ("--latency-batch", "0", "a batch size is a whole number from 1 to 4096, not '0'"),
+    ("--latency-threads", "0", "a thread count is a whole number from 1 to 1024, not '0'"),
+    ("--latency-threads", "two", "a thread count is a whole number from 1 to 1024, not 'two'"),
+])
+def test_compress_refuses_a_latency_batch_or_thread_count_out_of_range(digits_model_path, tmp_path, capsys, option,
+                                                                       value, message):
     with pytest.raises(SystemExit) as info:
         main(["compress", str(digits_model_path), "--data", "sklearn:digits", "--out", str(tmp_path / "x"),
-              "--latency-batch", "0"])
+              option, value])
     assert info.value.code == 2
-    assert "a batch size is a whole number from 1 to 4096, not '0'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
