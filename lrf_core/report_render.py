@@ -49,8 +49,10 @@ def render_markdown(report: dict) -> str:
         if key in parent:
             lines.append(f"| {label} | {_pct(parent[key])} | {_pct(child[key])} | drop {100 * (parent[key] - child[key]):.2f} points |")
     if "latency_s" in parent:
+        ratio = child.get("latency_ratio")  # median of paired rounds (reports before it: the two medians)
+        within = f" (95 % interval {_pct(ratio['low'])}–{_pct(ratio['high'])})" if ratio else ""
         lines.append(f"| latency (batch 1, ms) | {_ms(parent['latency_s'])} | {_ms(child['latency_s'])} | "
-                     f"{_pct(child['latency_s'] / parent['latency_s'])} |")
+                     f"{_pct(child['latency_s'] / parent['latency_s'])}{within} |")
     lines += ["", "MACs are multiply-accumulates per image (FLOPs ≈ 2 × MACs).", ""]
     if report.get("targets"):
         lines += ["## Targets", "", "| target | wanted | achieved | met |", "|---|---:|---:|:---:|"]
@@ -88,6 +90,8 @@ def render_markdown(report: dict) -> str:
                   "|---:|---:|---:|---:|:---:|"]
         lines += [f"| {a['max_drop_before_finetune']:g} | {_pct(a['params_kept'])} | {_pct(a['macs_kept'])} | "
                   f"{a['val_drop_after_finetune']:.2f} points | {'**yes**' if a['kept'] else 'no'} |" for a in report["recovery"]]
+    lines += [f"\nRecovery budget {r['max_drop']:g} points was not tried: {r['reason']}." for r in
+              report.get("recovery_skipped", [])]
     if report.get("phases_s"):
         lines += ["", "## Time per phase (s)", "", "| phase | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in report["phases_s"].items()]

@@ -175,6 +175,10 @@ def test_latency_guard_never_picks_a_slower_block(planted):
             assert row["latency_after_s"] <= row["latency_before_s"]
     guard = result.report["latency_guard"]  # the whole child timed as fast as the parent: nothing given back
     assert guard["limit_met"] and guard["reverted"] == [] and guard["ratio"] == 1.0
+    assert guard["steps"][0]["rounds"] == 0  # a plain function's ratio is exact: no interval, no rounds
+    child = result.report["child"]  # the final timing: seconds, and the ratio with its (here zero-width) interval
+    assert child["latency_s"] == result.report["parent"]["latency_s"] == 1.0
+    assert child["latency_ratio"] == {"median": 1.0, "low": 1.0, "high": 1.0, "rounds": 0, "confidence": 0.95}
 
 
 def test_without_the_block_rule_slow_blocks_stay_candidates_and_are_still_timed(planted):
@@ -471,3 +475,21 @@ def test_the_block_latency_rule_can_only_be_turned_off_where_latency_is_timed():
         CompressConfig(max_drop=1.0, block_latency_rule=False)
     assert not CompressConfig(max_drop=1.0, latency_guard=True, block_latency_rule=False).block_latency_rule
     assert not CompressConfig(targets=CostTargets(latency=0.9), block_latency_rule=False).block_latency_rule
+
+
+def test_a_larger_budget_the_guard_sent_back_to_the_parent_is_no_recovery_choice():
+    """Kept as a choice, the parent-shaped child would be "within budget" after its fine-tune and the gate would
+    refuse it as not compressed (the demo's 8-point child, timed 1.02-1.04x, while the 1-point child was not)."""
+    from lrf_core.search.allocate import Allocation, ModelTotals
+    from lrf_core.search.compress import SearchResult, with_recovery
+
+    def choice(max_drop, factorized):
+        alloc = Allocation({"a": object() if factorized else None, "b": None}, 0.1)
+        return SearchResult(alloc, {"config": {"max_drop": max_drop}}, ModelTotals(10, 10))
+
+    base = with_recovery(choice(1.0, True), [choice(8.0, False), choice(4.0, True), choice(2.0, False)])
+    assert [r.max_drop for r in base.recovery] == [4.0] and base.max_drop == 1.0
+    reason = "nothing left factorized after the latency guard"
+    assert base.report["recovery_skipped"] == [{"max_drop": 8.0, "reason": reason}, {"max_drop": 2.0, "reason": reason}]
+    untouched = with_recovery(choice(1.0, True), [choice(4.0, True)])
+    assert len(untouched.recovery) == 1 and "recovery_skipped" not in untouched.report

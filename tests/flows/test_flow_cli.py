@@ -1,0 +1,38 @@
+"""The readable summary of a compress-model run (flows.flow_cli.print_result)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from flows.flow_cli import print_result
+
+
+def _result(**summary):
+    base = {"parent_params": 1000, "child_params": 400, "params_kept": 0.4, "parent_macs": 2000, "child_macs": 900,
+            "macs_kept": 0.45, "parent_test_accuracy": 0.98, "child_test_accuracy": 0.975, "latency_batch": 1,
+            "checks": [], "recovery": [], "hints": []}
+    return {"name": "m", "passed": True, "summary": {**base, **summary}, "uri": "s3://b/m/1", "status": "published",
+            "promotion": "production -> 1", "report_dir": "/tmp/r"}
+
+
+@pytest.mark.parametrize(
+    "summary, shown",
+    [
+        ({"latency_ratio": 0.9873, "latency_interval": [0.9712, 1.0034]}, "0.99 (0.97-1.00)"),
+        ({"latency_ratio": 0.9873}, "0.99"),  # a summary written before the interval existed
+    ],
+)
+def test_the_latency_row_shows_the_paired_median_and_its_interval(summary, shown):
+    console = Console(file=io.StringIO(), width=120)
+    print_result(_result(**summary), console)
+    row = next(line for line in console.file.getvalue().splitlines() if "latency (child / parent, batch 1)" in line)
+    assert row.rstrip(" │|").endswith(shown)
+
+
+def test_no_latency_row_when_latency_was_not_measured():
+    console = Console(file=io.StringIO(), width=120)
+    print_result(_result(latency_ratio=None, latency_interval=None), console)
+    assert "latency" not in console.file.getvalue()

@@ -1,0 +1,25 @@
+"""The Markdown report: rows a reader relies on."""
+
+from __future__ import annotations
+
+from lrf_core.report_render import render_markdown
+
+
+def _report(**extra):
+    return {"model": "m", "lrflow_version": "0", "layers": [], "config": {
+        "methods": {"conv2d": ["svd"]}, "selection": "layerwise", "similarity": "cka", "objective": "sigma", "seed": 0},
+        **extra}
+
+
+def test_the_latency_row_shows_the_paired_ratio_and_its_interval():
+    ratio = {"median": 0.98, "low": 0.97, "high": 0.995, "rounds": 400, "confidence": 0.95}
+    text = render_markdown(_report(parent={"latency_s": 1e-3}, child={"latency_s": 0.98e-3, "latency_ratio": ratio}))
+    assert "| latency (batch 1, ms) | 1.000 | 0.980 | 98.00 % (95 % interval 97.00 %–99.50 %) |" in text
+    older = render_markdown(_report(parent={"latency_s": 1e-3}, child={"latency_s": 0.98e-3}))  # before intervals
+    assert "| latency (batch 1, ms) | 1.000 | 0.980 | 98.00 % |" in older
+
+
+def test_a_recovery_budget_that_was_not_tried_says_why():
+    text = render_markdown(_report(recovery_skipped=[{"max_drop": 8.0, "reason": "nothing left factorized"}]))
+    assert "Recovery budget 8 points was not tried: nothing left factorized." in text
+    assert "not tried" not in render_markdown(_report())
