@@ -64,6 +64,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if all(r["passed"] for r in results) else EXIT_REJECTED
 
 
+def _bootstrap(attempt: dict) -> str:
+    """" (P(drop < 1.5) = 0.93)": the gate's confidence on validation, when the attempt recorded it."""
+    if attempt.get("val_confidence") is None:
+        return ""
+    return f" (P(drop < {attempt['val_bound']:g}) = {attempt['val_confidence']:.2f})"
+
+
 def print_result(result: dict, console=None) -> None:
     """A readable summary of one compress-model run (on ``console``, a rich Console; default stdout)."""
     from rich.console import Console
@@ -87,8 +94,8 @@ def print_result(result: dict, console=None) -> None:
     for a in s.get("recovery", []):  # recovery budgets, largest first; the kept one ends the list
         verdict = "[green]kept[/]" if a["kept"] else "[yellow]refused[/]"
         console.print(f"  budget {a['max_drop_before_finetune']:g} points before the fine-tune: params "
-                      f"{a['params_kept']:.1%} kept, validation drop {a['val_drop_after_finetune']:+.2f} after it, "
-                      f"{verdict}", soft_wrap=True)
+                      f"{a['params_kept']:.1%} kept, validation drop {a['val_drop_after_finetune']:+.2f} after it"
+                      f"{_bootstrap(a)}, {verdict}", soft_wrap=True)
     for c in s["checks"]:
         mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not measured[/]"}[c["passed"]]
         value = "—" if c["value"] is None else f"{c['value']:.4g}"

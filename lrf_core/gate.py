@@ -32,7 +32,8 @@ import numpy as np
 
 from lrf_core.errors import DataError, PlanError
 
-__all__ = ["GateConfig", "GateCheck", "GateVerdict", "bootstrap_drops", "gate_verdict"]
+__all__ = ["AccuracyJudgement", "GateConfig", "GateCheck", "GateVerdict", "bootstrap_drops", "gate_verdict",
+           "judge_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,46 @@ def bootstrap_drops(parent_correct: np.ndarray, child_correct: np.ndarray, sampl
     return 100.0 * (counts[:, 2] - counts[:, 0]) / n
 
 
+@dataclass(frozen=True)
+class AccuracyJudgement:
+    """The gate's two accuracy checks on one split: the observed drop and the bootstrap confidence.
+
+    ``drop_points`` = 100·(acc_parent − acc_child); ``confidence`` = P(drop < ``bound``) under
+    the paired bootstrap, ``bound`` = max_drop + tolerance; ``quantile`` = the bootstrap drop
+    distribution's ``confidence`` quantile (config.confidence).
+    """
+
+    drop_points: float
+    confidence: float
+    bound: float
+    quantile: float
+    drop_ok: bool
+    confidence_ok: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.drop_ok and self.confidence_ok
+
+
+def judge_accuracy(parent_correct: np.ndarray, child_correct: np.ndarray, config: GateConfig) -> AccuracyJudgement:
+    """The gate's accuracy criterion on per-example flags ``(n,)`` booleans of the same examples.
+
+    One function for the gate (held-out split) and for the recovery search's acceptance of a
+    fine-tuned child (validation split), so a child the search keeps has passed the test the
+    gate will apply, on data the gate does not use.
+    """
+    parent_correct, child_correct = np.asarray(parent_correct, bool), np.asarray(child_correct, bool)
+    if parent_correct.shape != child_correct.shape or parent_correct.ndim != 1 or parent_correct.size == 0:
+        raise DataError(f"gate: per-example flags {parent_correct.shape}/{child_correct.shape} must be two non-empty "
+                        "vectors over the same examples.")
+    drop = 100.0 * (parent_correct.mean() - child_correct.mean())
+    drops = bootstrap_drops(parent_correct, child_correct, config.bootstrap_samples, config.seed)
+    bound = config.max_drop + config.tolerance
+    confidence = float(np.mean(drops < bound))
+    return AccuracyJudgement(float(drop), confidence, bound, float(np.quantile(drops, config.confidence)),
+                             bool(drop <= config.max_drop + 1e-12), bool(confidence >= config.confidence))
+
+
 def _check(name: str, value: Optional[float], threshold: float, note: str = "") -> GateCheck:
     passed = None if value is None else bool(value <= threshold + 1e-12)
     return GateCheck(name, value, "≤", threshold, passed, note)
@@ -136,14 +177,11 @@ def gate_verdict(
                         "non-empty and agree on the number of held-out examples.")
     parent_correct = np.argmax(parent_out, axis=-1) == labels
     child_correct = np.argmax(child_out, axis=-1) == labels
-    drop = 100.0 * (parent_correct.mean() - child_correct.mean())
-    drops = bootstrap_drops(parent_correct, child_correct, config.bootstrap_samples, config.seed)
-    bound = config.max_drop + config.tolerance
-    confidence = float(np.mean(drops < bound))
+    accuracy = judge_accuracy(parent_correct, child_correct, config)
     checks = [
-        _check("accuracy_drop_points", float(drop), config.max_drop),
-        GateCheck("confidence_drop_below_bound", confidence, "≥", config.confidence,
-                  bool(confidence >= config.confidence), f"P(drop < {bound:g} points), paired bootstrap"),
+        GateCheck("accuracy_drop_points", accuracy.drop_points, "≤", config.max_drop, accuracy.drop_ok),
+        GateCheck("confidence_drop_below_bound", accuracy.confidence, "≥", config.confidence, accuracy.confidence_ok,
+                  f"P(drop < {accuracy.bound:g} points), paired bootstrap"),
         GateCheck("compressed", min(params_kept, macs_kept), "<", 1.0, bool(min(params_kept, macs_kept) < 1.0),
                   "min(params, MACs) kept: the child must be cheaper"),
         *(_check(name, value, config.targets[name]) for name, value in
@@ -156,7 +194,7 @@ def gate_verdict(
         examples=int(labels.size),
         parent_accuracy=float(parent_correct.mean()),
         child_accuracy=float(child_correct.mean()),
-        drop_points=float(drop),
-        drop_bootstrap_q=float(np.quantile(drops, config.confidence)),
+        drop_points=accuracy.drop_points,
+        drop_bootstrap_q=accuracy.quantile,
         checks=tuple(checks),
     )

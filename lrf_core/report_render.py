@@ -25,6 +25,13 @@ def _ms(x: Optional[float]) -> str:
     return "—" if x is None else f"{1000 * x:.3f}"
 
 
+def _confidence(attempt: dict) -> str:
+    """"0.931 (bound 1.5, needs 0.95)" for a recovery attempt; "—" for reports written before it was recorded."""
+    if attempt.get("val_confidence") is None:
+        return "—"
+    return f"{attempt['val_confidence']:.3f} (bound {attempt['val_bound']:g}, needs {attempt['accept_confidence']:g})"
+
+
 def render_markdown(report: dict) -> str:
     """The report for people: summary, targets, per-layer table, phases."""
     parent, child = report.get("parent", {}), report.get("child", {})
@@ -84,12 +91,15 @@ def render_markdown(report: dict) -> str:
     if report.get("recovery"):
         lines += ["", "## Recovery budgets", "",
                   "Larger accuracy budgets before the fine-tune were tried first, largest first; a child was kept when "
-                  "its validation drop after the fine-tune was within the base budget (the last one tried is kept "
-                  "whatever its drop).", "",
-                  "| budget before fine-tune (points) | params kept | MACs kept | validation drop after fine-tune | kept |",
-                  "|---:|---:|---:|---:|:---:|"]
+                  "it passed the gate's accuracy criterion on validation after the fine-tune: drop within the base "
+                  "budget and the paired bootstrap's confidence that it stays below budget + tolerance (the last one "
+                  "tried is kept whatever its drop).", "",
+                  "| budget before fine-tune (points) | params kept | MACs kept | validation drop after fine-tune "
+                  "| P(drop < bound) | kept |",
+                  "|---:|---:|---:|---:|---:|:---:|"]
         lines += [f"| {a['max_drop_before_finetune']:g} | {_pct(a['params_kept'])} | {_pct(a['macs_kept'])} | "
-                  f"{a['val_drop_after_finetune']:.2f} points | {'**yes**' if a['kept'] else 'no'} |" for a in report["recovery"]]
+                  f"{a['val_drop_after_finetune']:.2f} points | {_confidence(a)} | {'**yes**' if a['kept'] else 'no'} |"
+                  for a in report["recovery"]]
     lines += [f"\nRecovery budget {r['max_drop']:g} points was not tried: {r['reason']}." for r in
               report.get("recovery_skipped", [])]
     if report.get("phases_s"):

@@ -15,7 +15,7 @@ import logging
 import platform
 import shutil
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
@@ -333,9 +333,11 @@ def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
              child: ModelFileRecord, out_dir: Path) -> FinetuneRecord:
     """One-shot fine-tune on the training split, early-stopped on validation (never the held-out split).
 
-    With recovery choices they are fine-tuned first, largest budget first, and the first whose
-    validation drop after the fine-tune is within ``search.max_drop`` and ``gate.max_drop`` is kept
-    (:func:`lrf_core.search.compress.finetune_first_within`); every attempt goes to ``recovery.json``.
+    With recovery choices they are fine-tuned first, largest budget first, and the first that
+    passes the gate's own accuracy criterion on validation (drop within ``search.max_drop`` and
+    ``gate.max_drop``, and the paired bootstrap's confidence at ``gate.tolerance`` /
+    ``gate.confidence``) is kept (:func:`lrf_core.search.compress.finetune_first_within`); every
+    attempt goes to ``recovery.json``.
     """
     from lrf_core.model_io import save_model_atomic
     from lrf_core.search.compress import finetune_first_within
@@ -346,7 +348,8 @@ def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
     rungs.append((params.search.max_drop, lambda: _load_model(child.model, params)))
     kept, student, result, tried = finetune_first_within(
         lambda: _load_model(model.file, params), rungs, splits, config,
-        accept_drop=min(params.search.max_drop, params.gate.max_drop) if child.recovery else None)
+        accept=replace(_gate_config(params), max_drop=min(params.search.max_drop, params.gate.max_drop))
+        if child.recovery else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model_atomic(student, out_dir / "model.keras")
     write_json_atomic(out_dir / "finetune.json", asdict(result))
@@ -372,6 +375,18 @@ def _tflite_bytes(model) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+def _gate_config(params: PipelineParams):
+    """The gate's thresholds from ``params.gate`` and the search's cost targets."""
+    from lrf_core.gate import GateConfig
+
+    g = params.gate
+    targets = {k: v for k, v in (("params_kept", params.search.target_params), ("macs_kept", params.search.target_macs))
+               if v is not None}
+    return GateConfig(max_drop=g.max_drop, tolerance=g.tolerance, confidence=g.confidence,
+                      bootstrap_samples=g.bootstrap_samples, max_latency_ratio=g.max_latency_ratio,
+                      latency_tolerance=g.latency_tolerance, targets=targets, seed=params.seed)
+
+
 def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibration: CalibrationRecord,
          searched: SearchRecord, tuned: FinetuneRecord, check: CheckRecord, out_dir: Path) -> GateRecord:
     """Compare parent and compressed model on the held-out split; write the report and every file to publish.
@@ -381,7 +396,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     ``pareto.png``, ``validation/*.json`` and ``validation/data-docs/``.
     """
     from lrf_core.finetune import FinetuneResult
-    from lrf_core.gate import GateConfig, gate_verdict
+    from lrf_core.gate import gate_verdict
     from lrf_core.graph import model_cost
     from lrf_core.report_render import pareto_figure, render_markdown
     from lrf_core.search.allocate import ModelTotals
@@ -401,13 +416,7 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
     latency = report["child"].get("latency_ratio")  # median of paired rounds and its interval
     latency_ratio = latency["median"] if latency else None
 
-    g = params.gate
-    targets = {k: v for k, v in (("params_kept", params.search.target_params), ("macs_kept", params.search.target_macs))
-               if v is not None}
-    gate_config = GateConfig(max_drop=g.max_drop, tolerance=g.tolerance, confidence=g.confidence,
-                             bootstrap_samples=g.bootstrap_samples, max_latency_ratio=g.max_latency_ratio,
-                             latency_tolerance=g.latency_tolerance,
-                             targets=targets, seed=params.seed)
+    g, gate_config = params.gate, _gate_config(params)
     params_kept, macs_kept = c_cost.params / p_cost.params, c_cost.macs / max(p_cost.macs, 1)
     predict = lambda m: np.asarray(m.predict(splits.test.x, batch_size=256, verbose=0), dtype=np.float64)  # noqa: E731
     verdict = gate_verdict(predict(parent), predict(child), splits.test.y, gate_config,
@@ -419,8 +428,8 @@ def gate(params: PipelineParams, model: ModelRecord, data: DataRecord, calibrati
          "macs_kept": macs_kept,
          "compressed": min(params_kept, macs_kept),
          **({"latency_ratio": latency_ratio} if latency_ratio else {})},
-        max_drop=g.max_drop, compression_target=targets or None,
-        max_latency_ratio=g.max_latency_ratio + g.latency_tolerance,
+        max_drop=gate_config.max_drop, compression_target=dict(gate_config.targets) or None,
+        max_latency_ratio=gate_config.max_latency_ratio + gate_config.latency_tolerance,
         docs_dir=validation / "data-docs",
     )
     expectations.write_outcome(metrics, validation / "gate.json")

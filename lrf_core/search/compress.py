@@ -42,6 +42,7 @@ from lrf_core.decompose.registry import get_method, method_ids
 from lrf_core.errors import LRFError, PlanError
 from lrf_core.factorize import FULL_SWEEPS, Objective, fit_layer
 from lrf_core.finetune import FinetuneConfig, FinetuneResult, finetune
+from lrf_core.gate import GateConfig, judge_accuracy
 from lrf_core.graph import ModelSummary, describe_model, kernel_and_bias, model_cost
 from lrf_core.latency import compare_models
 from lrf_core.paired_ratio import RatioEstimate
@@ -237,6 +238,11 @@ def output_kl(parent_out: np.ndarray, child_out: np.ndarray) -> float:
 
 def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(outputs, axis=-1) == labels))
+
+
+def _correct(model: keras.Model, split: Dataset) -> np.ndarray:
+    """``(N,)`` booleans: the model's top-1 class is the label, per example of ``split``."""
+    return np.argmax(_predict(model, split.x), axis=-1) == split.y
 
 
 #: One-sided 95 % normal quantile for the paired drop bound.
@@ -539,8 +545,8 @@ def finish(
     """Phases 4–5: rebuild the searched choice, fine-tune once, evaluate every target.
 
     With recovery choices (``searched.recovery``, from ``config.recovery_budgets``) those are
-    fine-tuned first, largest budget first (:func:`finetune_first_within`): the first whose
-    validation drop after the fine-tune is within ``config.max_drop`` is kept, the choice at
+    fine-tuned first, largest budget first (:func:`finetune_first_within`): the first that passes
+    the gate's accuracy criterion at ``config.max_drop`` on validation is kept, the choice at
     ``max_drop`` itself is the last resort (the gate judges it). Validation split only: the
     held-out split stays the gate's. Report key ``recovery``: every attempt.
     """
@@ -571,24 +577,30 @@ def finetune_first_within(
     *,
     progress: Optional[Progress] = None,
     timer: Optional[Callable[[str], object]] = None,
-    accept_drop: Optional[float] = None,
+    accept: Optional[GateConfig] = None,
 ) -> tuple[int, keras.Model, FinetuneResult, list[dict]]:
-    """Fine-tune the rungs' children in order and keep the first within budget after the fine-tune.
+    """Fine-tune the rungs' children in order and keep the first the gate's criterion accepts on validation.
 
     ``rungs``: ``(budget before the fine-tune, child factory)``, largest budget first, the
-    choice at ``config.max_drop`` last. A child is kept when its validation drop after the
-    fine-tune (parent − best restored validation accuracy, points) is within ``accept_drop``
-    (default ``config.max_drop``; the pipeline passes the smaller of it and its gate's, so a
-    search budget set above the gate never keeps a child the gate would refuse); the last is
-    kept whatever its drop. With one rung nothing is measured. ``parent`` gives the parent
-    model; it is called only when needed (several rungs, or distillation), so the usual single
-    fine-tune does not load it. Returns ``(index kept, fine-tuned child, its result, attempts)``; an attempt
-    records its budget, params and MACs kept, validation drop and whether it was kept.
+    choice at ``config.max_drop`` last. A fine-tuned child is kept when it passes
+    :func:`lrf_core.gate.judge_accuracy` under ``accept`` on the validation split: its drop is at
+    most ``accept.max_drop`` **and** the paired bootstrap puts at least ``accept.confidence`` on
+    drops below ``max_drop + tolerance``. ``accept`` defaults to the gate's defaults at
+    ``config.max_drop``; the pipeline passes its gate's thresholds at the smaller of the search's
+    and the gate's max_drop. The point drop alone was not enough: a demo child 0.53 points down
+    on validation was kept and the gate then found P(drop < 1.5) = 0.931 < 0.95 on held-out data.
+    The last rung is kept whatever its drop (the gate judges it). With one rung nothing is
+    measured. ``parent`` gives the parent model; it is called only when needed (several rungs,
+    or distillation), so the usual single fine-tune does not load it. Returns ``(index kept,
+    fine-tuned child, its result, attempts)``; an attempt records its budget, params and MACs
+    kept, validation drop and bootstrap confidence, and whether it was kept.
     """
     progress = progress or (lambda phase, done, total: None)
     timer = timer or (lambda name: contextlib.nullcontext())
+    if accept is None and len(rungs) > 1:  # recovery budgets require config.max_drop
+        accept = GateConfig(max_drop=config.max_drop, seed=config.seed)
     model = parent() if len(rungs) > 1 or config.finetune.distill else None
-    parent_val = _accuracy(_predict(model, data.val.x), data.val.y) if len(rungs) > 1 else None
+    parent_ok = _correct(model, data.val) if len(rungs) > 1 else None
     parent_cost = model_cost(model) if len(rungs) > 1 else None
     teacher = model if config.finetune.distill else None
     tried: list[dict] = []
@@ -599,13 +611,15 @@ def finetune_first_within(
             ft = finetune(child, data.train, data.val, config.finetune, teacher=teacher,
                           on_epoch=lambda e, n, acc: progress("finetune", e, n))
             progress("finetune", ft.epochs_run, ft.epochs_run)  # early stopping ends the bar
-        if parent_val is None:
+        if parent_ok is None:
             return i, child, ft, tried
         cost = model_cost(child)
-        drop = 100.0 * (parent_val - ft.val_accuracy_after)
-        kept = i == len(rungs) - 1 or drop <= (config.max_drop if accept_drop is None else accept_drop) + 1e-9
+        judged = judge_accuracy(parent_ok, _correct(child, data.val), accept)
+        kept = i == len(rungs) - 1 or judged.passed
         tried.append({"max_drop_before_finetune": budget, "params_kept": cost.params / parent_cost.params,
-                      "macs_kept": cost.macs / max(parent_cost.macs, 1), "val_drop_after_finetune": drop, "kept": kept})
+                      "macs_kept": cost.macs / max(parent_cost.macs, 1), "val_drop_after_finetune": judged.drop_points,
+                      "val_confidence": judged.confidence, "val_bound": judged.bound,
+                      "accept_max_drop": accept.max_drop, "accept_confidence": accept.confidence, "kept": kept})
         if kept:
             return i, child, ft, tried
     raise ValueError("finetune_first_within needs at least one rung")

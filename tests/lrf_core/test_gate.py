@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lrf_core.errors import DataError, PlanError
-from lrf_core.gate import GateConfig, bootstrap_drops, gate_verdict
+from lrf_core.gate import GateConfig, bootstrap_drops, gate_verdict, judge_accuracy
 
 
 def _outputs(labels: np.ndarray, wrong: np.ndarray, classes: int = 10) -> np.ndarray:
@@ -97,3 +97,24 @@ def test_a_child_that_compresses_nothing_is_refused():
     assert [(c.name, c.value) for c in same.failed] == [("compressed", 1.0)]
     macs_only = gate_verdict(parent, parent, labels, GateConfig(), params_kept=1.0, macs_kept=0.8)
     assert macs_only.passed  # either saving counts
+
+
+def test_judge_accuracy_is_the_gates_accuracy_criterion():
+    """The recovery search accepts on judge_accuracy; it must agree with the gate's two accuracy checks."""
+    for n, extra in ((100, 1), (10_000, 100), (1000, 30), (360, 3)):
+        parent, child, labels = _pair(n, extra)
+        verdict = gate_verdict(parent, child, labels, GateConfig(max_drop=1.0), params_kept=0.3, macs_kept=0.3)
+        judged = judge_accuracy(np.argmax(parent, 1) == labels, np.argmax(child, 1) == labels, GateConfig(max_drop=1.0))
+        check = {c.name: c for c in verdict.checks}
+        assert judged.drop_points == verdict.drop_points and judged.quantile == verdict.drop_bootstrap_q
+        assert judged.confidence == check["confidence_drop_below_bound"].value and judged.bound == 1.5
+        assert (judged.drop_ok, judged.confidence_ok) == (check["accuracy_drop_points"].passed,
+                                                          check["confidence_drop_below_bound"].passed)
+    assert not judged.passed and judged.drop_ok  # 3 of 360: 0.83 points, within budget, P(< 1.5) below 0.95
+
+
+def test_judge_accuracy_refuses_flags_that_do_not_pair():
+    with pytest.raises(DataError, match="same examples"):
+        judge_accuracy(np.ones(5, bool), np.ones(4, bool), GateConfig())
+    with pytest.raises(DataError, match="non-empty"):
+        judge_accuracy(np.ones(0, bool), np.ones(0, bool), GateConfig())

@@ -378,36 +378,50 @@ def test_recovery_rungs_are_larger_budgets_largest_first_and_leave_the_base_choi
         assert chosen and min(p["est_drop_ucb95"] for p in chosen) <= r.max_drop  # each rung within its own budget
 
 
-def _fake_finetune(drops, parent_val):
-    """Fine-tune stand-in: the n-th call leaves the model as it is and reports validation drop drops[n]."""
+VAL_EXAMPLES = 360  # the fake validation verdicts' size: one example is 0.28 points
+
+
+def _fake_rungs(monkeypatch, wrong):
+    """Fine-tune stand-in: the n-th fine-tuned child gets ``wrong[n]`` more validation examples wrong than
+    the parent (of :data:`VAL_EXAMPLES`, the parent right on all), by patching the per-example flags the
+    acceptance judges. Returns the parameter counts of the models fine-tuned, in order."""
     from lrf_core.finetune import FinetuneResult
+    from lrf_core.search import compress as core
 
     calls = []
 
-    def fake(model, train, val, config, teacher=None, on_epoch=None):
-        drop = drops[len(calls)]
+    def fake_finetune(model, train, val, config, teacher=None, on_epoch=None):
         calls.append(model.count_params())
-        acc = parent_val - drop / 100
+        acc = 1 - wrong[len(calls) - 1] / VAL_EXAMPLES
         return FinetuneResult(1, 1, acc, acc, 0.0, (acc, acc))
 
-    return fake, calls
+    def fake_correct(model, split):
+        flags = np.ones(VAL_EXAMPLES, bool)
+        if calls:  # a fine-tuned child; before the first fine-tune it is the parent
+            flags[: wrong[len(calls) - 1]] = False
+        return flags
+
+    monkeypatch.setattr(core, "finetune", fake_finetune)
+    monkeypatch.setattr(core, "_correct", fake_correct)
+    return calls
 
 
-@pytest.mark.parametrize("drops, kept_at", [([3.0, 0.5, 0.0], 1), ([3.0, 2.0, 5.0], 2), ([0.2, 0.0, 0.0], 0)])
-def test_finish_keeps_the_first_rung_within_the_budget_after_the_fine_tune(recovery_search, digits_parent, digits_data,
-                                                                          monkeypatch, drops, kept_at):
+@pytest.mark.parametrize("wrong, kept_at", [([11, 1, 0], 1), ([11, 7, 18], 2), ([1, 0, 0], 0)])
+def test_finish_keeps_the_first_rung_the_gate_criterion_accepts_after_the_fine_tune(recovery_search, digits_parent,
+                                                                                   digits_data, monkeypatch, wrong,
+                                                                                   kept_at):
     from lrf_core.search import compress as core
 
     config, searched = recovery_search
-    parent_val = float(np.mean(np.argmax(digits_parent.predict(digits_data.val.x, verbose=0), 1) == digits_data.val.y))
-    fake, calls = _fake_finetune(drops, parent_val)
-    monkeypatch.setattr(core, "finetune", fake)
+    calls = _fake_rungs(monkeypatch, wrong)
     result = core.finish(digits_parent, searched, digits_data, config)
     tried = result.report["recovery"]
     assert len(calls) == len(tried) == kept_at + 1
     assert [t["max_drop_before_finetune"] for t in tried] == [6.0, 2.0, 1.0][: kept_at + 1]
     assert [t["kept"] for t in tried] == [False] * kept_at + [True]
-    assert [round(t["val_drop_after_finetune"], 6) for t in tried] == drops[: kept_at + 1]
+    assert [t["val_drop_after_finetune"] for t in tried] == pytest.approx(
+        [100 * w / VAL_EXAMPLES for w in wrong[: kept_at + 1]])
+    assert all(t["val_bound"] == 1.5 and t["accept_max_drop"] == 1.0 and t["accept_confidence"] == 0.95 for t in tried)
     rung = [*searched.recovery, searched][kept_at]
     assert result.report["config"]["max_drop"] == rung.max_drop
     assert result.model.count_params() == calls[-1]
@@ -415,20 +429,34 @@ def test_finish_keeps_the_first_rung_within_the_budget_after_the_fine_tune(recov
                                                                           rung.report["layers"]}
 
 
-def test_a_smaller_acceptance_drop_refuses_what_the_search_budget_would_keep(recovery_search, digits_parent,
-                                                                             digits_data, monkeypatch):
-    """The pipeline accepts a recovery child within min(search.max_drop, gate.max_drop): a search budget set
-    above the gate must not keep a child the gate would then refuse."""
+def test_a_child_within_the_point_budget_but_not_the_bootstrap_bound_is_refused(recovery_search, digits_parent,
+                                                                                 digits_data, monkeypatch):
+    """The demo's refusal: 3 of 360 wrong is a 0.83-point drop, within the 1-point budget, but the paired
+    bootstrap gives P(drop < 1.5) ~ 0.92 < 0.95, so the gate would refuse it; the search must not keep it."""
     from lrf_core.search import compress as core
 
     config, _ = recovery_search
-    parent_val = float(np.mean(np.argmax(digits_parent.predict(digits_data.val.x, verbose=0), 1) == digits_data.val.y))
     rungs = [(b, lambda: digits_parent) for b in (6.0, 2.0, 1.0)]
-    for accept_drop, kept_at in ((None, 0), (0.3, 1)):
-        fake, _ = _fake_finetune([0.5, 0.2, 0.0], parent_val)
-        monkeypatch.setattr(core, "finetune", fake)
+    _fake_rungs(monkeypatch, [3, 1, 0])
+    kept, _, _, tried = core.finetune_first_within(lambda: digits_parent, rungs, digits_data, config)
+    assert kept == 1 and [t["kept"] for t in tried] == [False, True]
+    assert tried[0]["val_drop_after_finetune"] <= 1.0 and 0.85 < tried[0]["val_confidence"] < 0.95
+    assert tried[1]["val_confidence"] > 0.99
+
+
+def test_the_acceptance_thresholds_are_the_ones_passed(recovery_search, digits_parent, digits_data, monkeypatch):
+    """The pipeline accepts a recovery child under its gate's thresholds at min(search.max_drop, gate.max_drop):
+    a search budget set above the gate must not keep a child the gate would then refuse."""
+    from lrf_core.gate import GateConfig
+    from lrf_core.search import compress as core
+
+    config, _ = recovery_search
+    rungs = [(b, lambda: digits_parent) for b in (6.0, 2.0, 1.0)]
+    for accept, kept_at in ((None, 0), (GateConfig(max_drop=0.3, tolerance=1.0), 1),
+                            (GateConfig(max_drop=1.0, tolerance=0.0, confidence=0.99), 2)):  # P(<1.0) 0.86, 0.98
+        _fake_rungs(monkeypatch, [2, 1, 0])  # 0.56 and 0.28 points
         kept, _, _, tried = core.finetune_first_within(lambda: digits_parent, rungs, digits_data, config,
-                                                       accept_drop=accept_drop)
+                                                       accept=accept)
         assert kept == kept_at and [t["kept"] for t in tried] == [False] * kept_at + [True]
 
 
