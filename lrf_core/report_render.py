@@ -25,6 +25,14 @@ def _ms(x: Optional[float]) -> str:
     return "—" if x is None else f"{1000 * x:.3f}"
 
 
+def _timing(timing: Optional[dict]) -> str:
+    """"batch 1, 1 thread, " from what the latency was timed at; "" when the report does not say."""
+    if not timing:
+        return ""
+    threads = timing.get("threads")
+    return f"batch {timing['batch']}, " + (f"{threads} thread{'s' if threads != 1 else ''}, " if threads else "")
+
+
 def _confidence(attempt: dict) -> str:
     """"0.931 (bound 1.5, needs 0.95)" for a recovery attempt; "—" for reports written before it was recorded."""
     if attempt.get("val_confidence") is None:
@@ -58,7 +66,8 @@ def render_markdown(report: dict) -> str:
     if "latency_s" in parent:
         ratio = child.get("latency_ratio")  # median of paired rounds (reports before it: the two medians)
         within = f" (95 % interval {_pct(ratio['low'])}–{_pct(ratio['high'])})" if ratio else ""
-        lines.append(f"| latency (batch 1, ms) | {_ms(parent['latency_s'])} | {_ms(child['latency_s'])} | "
+        lines.append(f"| latency ({_timing(child.get('latency_timing'))}ms) | {_ms(parent['latency_s'])} | "
+                     f"{_ms(child['latency_s'])} | "
                      f"{_pct(child['latency_s'] / parent['latency_s'])}{within} |")
     lines += ["", "MACs are multiply-accumulates per image (FLOPs ≈ 2 × MACs).", ""]
     if report.get("targets"):

@@ -947,6 +947,9 @@ def evaluate_final(report, parent, child, data, config, totals, ft: FinetuneResu
         parent_s, (ratio,) = compare_models(model_latency_fn, parent, [child])
         report["parent"]["latency_s"], report["child"]["latency_s"] = parent_s, parent_s * ratio.median
         report["child"]["latency_ratio"] = ratio.as_dict()
+        timing = getattr(model_latency_fn, "config", None)  # a ModelLatency's; a plain function has none
+        if timing is not None:
+            report["child"]["latency_timing"] = {"batch": timing.batch, "threads": timing.threads}
     report["finetune"] = asdict(ft)
     drop = 100.0 * (report["parent"]["val_accuracy"] - report["child"]["val_accuracy"])
     targets = []

@@ -128,6 +128,35 @@ def test_a_model_that_loses_accuracy_is_published_rejected_and_the_alias_stays(p
         registry.promote(client, bucket, PREFIX, "digits", "production", result["version"])
 
 
+def test_latency_is_timed_at_the_serving_batch_and_thread_count_end_to_end(digits_model_path, bucket, workspace):
+    """gate.latency_batch / gate.latency_threads reach the guard and the gate: the guard times the whole child in
+    paired rounds, the gate decides on the paired median, and report, gate check and summary agree on it."""
+    import json
+    from pathlib import Path
+
+    from flows.pipeline import compress_model
+
+    params = _params(digits_model_path, bucket, workspace, name="digits-latency",
+                     search={"latency_guard": True},
+                     gate={"measure_latency": True, "latency_batch": 4, "latency_threads": 1})
+    result = compress_model(params)
+    report = json.loads((Path(result["report_dir"]) / "report.json").read_text())
+    child = report["child"]
+    assert child["latency_timing"] == {"batch": 4, "threads": 1}
+    ratio = child["latency_ratio"]
+    assert ratio["low"] <= ratio["median"] <= ratio["high"] and ratio["rounds"] >= 200 and ratio["rounds"] % 200 == 0
+    assert child["latency_s"] == pytest.approx(report["parent"]["latency_s"] * ratio["median"])
+    summary = result["summary"]
+    assert summary["latency_ratio"] == ratio["median"] and summary["latency_interval"] == [ratio["low"], ratio["high"]]
+    assert summary["latency_batch"] == 4
+    check = next(c for c in summary["checks"] if c["name"] == "latency_ratio")
+    assert check["value"] == ratio["median"] and check["threshold"] == pytest.approx(1.05)
+    assert result["passed"] == all(c["passed"] is not False for c in summary["checks"])
+    guard = report["latency_guard"]  # the whole child was timed against the parent in paired rounds
+    assert guard["steps"] and all(step["rounds"] >= 200 for step in guard["steps"])
+    assert "| latency (batch 4, 1 thread, ms) |" in (Path(result["report_dir"]) / "report.md").read_text()
+
+
 def test_recovery_budgets_fine_tune_the_larger_budget_first_and_fall_back(digits_model_path, bucket, workspace):
     """A 1 000-point budget before the fine-tune compresses past what 2 epochs recover: that child is fine-tuned
     first, found over the budget on validation, and the child at search.max_drop is kept, gated and published."""

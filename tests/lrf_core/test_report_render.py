@@ -11,12 +11,15 @@ def _report(**extra):
         **extra}
 
 
-def test_the_latency_row_shows_the_paired_ratio_and_its_interval():
+def test_the_latency_row_shows_the_paired_ratio_its_interval_and_what_it_was_timed_at():
     ratio = {"median": 0.98, "low": 0.97, "high": 0.995, "rounds": 400, "confidence": 0.95}
-    text = render_markdown(_report(parent={"latency_s": 1e-3}, child={"latency_s": 0.98e-3, "latency_ratio": ratio}))
-    assert "| latency (batch 1, ms) | 1.000 | 0.980 | 98.00 % (95 % interval 97.00 %–99.50 %) |" in text
+    child = {"latency_s": 0.98e-3, "latency_ratio": ratio, "latency_timing": {"batch": 8, "threads": 1}}
+    text = render_markdown(_report(parent={"latency_s": 1e-3}, child=child))
+    assert "| latency (batch 8, 1 thread, ms) | 1.000 | 0.980 | 98.00 % (95 % interval 97.00 %–99.50 %) |" in text
+    child["latency_timing"] = {"batch": 1, "threads": None}  # TensorFlow's default thread count
+    assert "| latency (batch 1, ms) | 1.000 |" in render_markdown(_report(parent={"latency_s": 1e-3}, child=child))
     older = render_markdown(_report(parent={"latency_s": 1e-3}, child={"latency_s": 0.98e-3}))  # before intervals
-    assert "| latency (batch 1, ms) | 1.000 | 0.980 | 98.00 % |" in older
+    assert "| latency (ms) | 1.000 | 0.980 | 98.00 % |" in older
 
 
 def test_a_recovery_budget_that_was_not_tried_says_why():

@@ -179,6 +179,7 @@ def test_latency_guard_never_picks_a_slower_block(planted):
     child = result.report["child"]  # the final timing: seconds, and the ratio with its (here zero-width) interval
     assert child["latency_s"] == result.report["parent"]["latency_s"] == 1.0
     assert child["latency_ratio"] == {"median": 1.0, "low": 1.0, "high": 1.0, "rounds": 0, "confidence": 0.95}
+    assert "latency_timing" not in child  # a plain function says nothing of batch or threads
 
 
 def test_without_the_block_rule_slow_blocks_stay_candidates_and_are_still_timed(planted):
