@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from tasks.files import write_report_outputs, write_text_atomic
+from tasks.params import LATENCY_BATCH_MAX, LATENCY_THREADS_MAX
 
 EXIT_USAGE = 2
 EXIT_TARGET = 3
@@ -329,8 +330,8 @@ def _whole_number(what: str, high: int):
     return parse
 
 
-_batch_size = _whole_number("batch size", 4096)  # the pipeline's gate.latency_batch has the same bounds
-_thread_count = _whole_number("thread count", 1024)  # and gate.latency_threads
+_batch_size = _whole_number("batch size", LATENCY_BATCH_MAX)  # gate.latency_batch's bounds
+_thread_count = _whole_number("thread count", LATENCY_THREADS_MAX)  # gate.latency_threads's
 
 
 def _recovery_spec(words: list[str]):

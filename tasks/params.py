@@ -19,7 +19,7 @@ from lrf_core.errors import PlanError
 from lrf_core.search.budgets import resolve_recovery_budgets
 from lrf_core.search.latency_rule import check_block_latency_rule
 
-__all__ = ["PipelineParams", "load_params", "params_from_mapping"]
+__all__ = ["LATENCY_BATCH_MAX", "LATENCY_THREADS_MAX", "PipelineParams", "load_params", "params_from_mapping"]
 
 
 class _Section(BaseModel):
@@ -84,6 +84,11 @@ class FinetuneParams(_Section):
     distill: bool = False
 
 
+#: Largest serving batch and intra-op thread count latency may be timed at (also ``lrf compress``'s bounds).
+LATENCY_BATCH_MAX = 4096
+LATENCY_THREADS_MAX = 1024
+
+
 class GateParams(_Section):
     max_drop: float = Field(1.0, ge=0, description="largest top-1 drop (points) on the held-out split")
     tolerance: float = Field(0.5, ge=0, description="the bootstrap bound is max_drop + tolerance")
@@ -92,9 +97,10 @@ class GateParams(_Section):
     max_latency_ratio: float = Field(1.0, gt=0, description="child latency / parent latency")
     latency_tolerance: float = Field(0.05, ge=0, description="timing noise allowed on top of max_latency_ratio")
     measure_latency: bool = True
-    latency_batch: int = Field(1, ge=1, le=4096, description="batch size latency is timed at, for this check and "
-                                                            "the search's latency guard: set your serving batch")
-    latency_threads: Optional[int] = Field(None, ge=1, le=1024,
+    latency_batch: int = Field(1, ge=1, le=LATENCY_BATCH_MAX,
+                               description="batch size latency is timed at, for this check and the search's "
+                                           "latency guard: set your serving batch")
+    latency_threads: Optional[int] = Field(None, ge=1, le=LATENCY_THREADS_MAX,
                                            description="intra-op threads latency is timed with (a worker process): "
                                                        "set your serving thread count; null = this process's default")
 

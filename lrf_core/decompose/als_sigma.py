@@ -202,7 +202,9 @@ class SigmaTarget:
     def of(cls, kernel: np.ndarray, sigma: CovarianceFactor, method_id: str) -> "SigmaTarget":
         """The target of ``kernel`` under ``sigma``, built once per layer inside a :func:`lrf_core.memo.layer_memo`
         block (its fixed data and lazily built mode splits are rank-independent; ALS never modifies them)."""
-        return memoized(("sigma_target", digest(kernel), id(sigma)), lambda: cls(kernel, sigma, method_id))
+        # Keyed by id(sigma) (hashing a D×D factor per call would cost what the memo saves); the entry
+        # holds sigma itself so that id cannot be reused by another factor while the memo lives.
+        return memoized(("sigma_target", digest(kernel), id(sigma)), lambda: (sigma, cls(kernel, sigma, method_id)))[1]
 
     def error(self, w_approx: np.ndarray) -> float:
         """Relative Σ-error ``‖(W − W̃) L‖_F / ‖W L‖_F``."""
