@@ -788,10 +788,30 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
             if r.get("status") in ("capped", "failed"):
                 lines += [f"- `{r['config']}` {r['status']}: progress {_scale_blame(r)}"]
         lines += [""]
+        lines += _scale_methods_section(scale["runs"])
     lines += _dask_section(results.get("dask"))
     text = "\n".join(lines).rstrip() + "\n"
     out.write_text(text)
     return text
+
+
+def _scale_methods_section(runs: list[dict]) -> list[str]:
+    """Per run that recorded it: fitting seconds by method, candidate grid and refit (what to cut first)."""
+    lines = []
+    for r in runs:
+        by = r.get("by_method")
+        if not by:
+            continue
+        lines += [f"Fitting time by method, `{r['config']}` (candidate grids at {r.get('search_iterations', '—')} "
+                  "sweeps; the chosen layers' refit at full sweeps; error gain: median relative drop of the "
+                  "chosen candidate's proxy error from its refit):", ""]
+        lines += [_table(["method", "candidates s", "refits", "refit s", "median refit sweeps", "median error gain",
+                          "refits kept"],
+                         [[m, _f(e.get("candidates_s"), "{:.0f}"), e.get("refits", 0), _f(e.get("refit_s"), "{:.0f}"),
+                           _f(e.get("refit_sweeps_median"), "{:.0f}"), _pct(e.get("refit_error_gain_median")),
+                           e.get("refits_kept", "—")]
+                          for m, e in sorted(by.items(), key=lambda t: -(t[1]["candidates_s"] + t[1]["refit_s"]))]), ""]
+    return lines
 
 
 def budget_points(compare: dict) -> dict:

@@ -99,6 +99,30 @@ def _memory_watchdog(progress: "_Progress", cap_gb: float) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def time_by_method(report: dict) -> dict:
+    """Where a search's fitting time went, per method: candidate-grid seconds and fits, refit seconds,
+    refits, their median sweeps and the median relative drop of the proxy error the refit bought.
+
+    ``report``: a search report (``candidate_counts[layer]["fit_s"]``, ``refits``) → method → figures.
+    """
+    import numpy as np
+
+    out: dict[str, dict] = {}
+    for counts in report.get("candidate_counts", {}).values():
+        for method, seconds in (counts.get("fit_s") or {}).items():
+            entry = out.setdefault(method, {"candidates_s": 0.0, "refits": 0, "refit_s": 0.0})
+            entry["candidates_s"] += seconds
+    for method in {r["method"] for r in report.get("refits", [])}:
+        refits = [r for r in report["refits"] if r["method"] == method]
+        entry = out.setdefault(method, {"candidates_s": 0.0, "refits": 0, "refit_s": 0.0})
+        gains = [1 - r["proxy_error_after"] / r["proxy_error_before"] for r in refits if r["proxy_error_before"]]
+        entry.update(refits=len(refits), refit_s=sum(r["seconds"] or 0.0 for r in refits),
+                     refit_sweeps_median=float(np.median([r["sweeps"] for r in refits])),
+                     refit_error_gain_median=float(np.median(gains)) if gains else None,
+                     refits_kept=sum(r["kept"] for r in refits))
+    return {m: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in e.items()} for m, e in sorted(out.items())}
+
+
 def resnet50_search(mode_name: str, config_name: str, progress_path=None) -> dict:
     """One capped-by-the-caller ResNet-50 search; returns the record written to the result file."""
     from bench.harness import MODES
@@ -136,7 +160,8 @@ def resnet50_search(mode_name: str, config_name: str, progress_path=None) -> dic
         try:
             searched = search(model, data, config, progress=progress)
             record.update(status="ok", phases_s=searched.report["phases_s"],
-                          candidate_counts=searched.report["candidate_counts"])
+                          candidate_counts=searched.report["candidate_counts"],
+                          by_method=time_by_method(searched.report), refits=searched.report.get("refits", []))
             chosen = [r for r in searched.report["layers"] if r["status"] == "factorized"]
             record["factorized_layers"] = len(chosen)
             record["macs_kept"] = 1 - sum(r["macs_before"] - r["macs_after"] for r in chosen) / record["macs"]

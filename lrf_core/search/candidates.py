@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -153,9 +154,10 @@ def fit_candidates(
     """Steps 1–3 without latency: every saving method × rank of one layer, fitted and proxy-scored.
 
     NumPy only (no Keras), so it can run in another process (:mod:`lrf_core.search.jobs`).
-    Returns ``(candidates, counts)``; counts has the number generated, dropped for cost and fitted.
+    Returns ``(candidates, counts)``; counts has the number generated, dropped for cost and fitted,
+    and ``fit_s``: seconds spent fitting each method's grid (method id → s).
     """
-    counts = {"generated": 0, "dropped_cost": 0, "dropped_latency": 0, "fitted": 0}
+    counts = {"generated": 0, "dropped_cost": 0, "dropped_latency": 0, "fitted": 0, "fit_s": {}}
     dense = geometry.dense_cost()
     fitted_all: list[Candidate] = []
     with layer_memo():  # Σ's root, L Lᵀ, the Σ target and start SVDs: once for the whole grid
@@ -163,6 +165,7 @@ def fit_candidates(
             method = get_method(geometry.kind, method_id)
             if method.not_applicable(geometry):
                 continue
+            started = time.perf_counter()  # per method: where a large model's search time goes (bench scale)
             for rank in rank_grid(method, geometry, grid_points):
                 counts["generated"] += 1
                 cost = method.cost(geometry, rank)
@@ -173,6 +176,7 @@ def fit_candidates(
                                    seed=seed, n_iter_max=n_iter_max)
                 counts["fitted"] += 1
                 fitted_all.append(Candidate(fitted))
+            counts["fit_s"][method_id] = round(time.perf_counter() - started, 3)
     return fitted_all, counts
 
 

@@ -476,6 +476,7 @@ def search(
         )
 
     refits: dict = {}  # one refit per chosen candidate across the recovery choices (_refit_chosen)
+    refit_log: list[dict] = []
 
     def settle(alloc: Allocation, cfg: CompressConfig) -> tuple[Allocation, Optional[dict]]:
         """The latency guard (when on) and the full refit of one chosen allocation."""
@@ -492,7 +493,7 @@ def search(
             if refit_on_compressed:
                 alloc = sequential_at.refit_chosen(alloc)
             else:
-                alloc = _refit_chosen(parent, summary, alloc, stats, cfg, parent_inputs, layer_map, refits)
+                alloc = _refit_chosen(parent, summary, alloc, stats, cfg, parent_inputs, layer_map, refits, refit_log)
         return alloc, guard_info
 
     settled = [(cfg, *settle(a, cfg)) for cfg, a in rungs] + [(config, *settle(alloc, config))]
@@ -504,6 +505,8 @@ def search(
             report["selection_comparison"] = comparison
         if guard_info:
             report["latency_guard"] = guard_info
+        if refit_log:
+            report["refits"] = list(refit_log)  # the search's refits, every choice's (each candidate once)
         return SearchResult(alloc, report, totals)
 
     *recovery, base = [result(*s) for s in settled]
@@ -844,14 +847,16 @@ def _refit_front(parent, current, summary, name, front, calib_x, config, *, n_it
 
 
 def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inputs, layer_map: LayerMap,
-                  done: Optional[dict] = None) -> Allocation:
+                  done: Optional[dict] = None, log: Optional[list] = None) -> Allocation:
     """Refit the chosen candidates of iterative methods with the full sweep schedule.
 
     Candidates are scored after ``search_iterations`` ALS sweeps (cheap, enough to rank
     them); only the chosen ones get the full fit (as jobs, through ``layer_map``), whose
     similarity is measured again. A refit is kept only when it is at least as similar.
     ``done`` (candidate id → its outcome, filled here) spares refitting a candidate that an
-    earlier choice of the same search (a recovery budget) already chose.
+    earlier choice of the same search (a recovery budget) already chose. ``log`` gets one
+    record per refit: layer, method, rank, seconds, sweeps run, Σ-error and similarity before
+    and after, kept (the report's ``refits``: what the refit phase costs and buys, per method).
     """
     done = {} if done is None else done
     choice = dict(alloc.choice)
@@ -859,13 +864,19 @@ def _refit_chosen(parent, summary, alloc: Allocation, stats, config, parent_inpu
     chosen = {name: c for name, c in alloc.factorized.items() if c.method != "svd" and id(c) not in done}
     jobs = [RefitJob(_layer_weights(parent, summary, name, stats[name]), c.method, c.rank, config.objective, config.seed)
             for name, c in chosen.items()]
-    for (name, previous), ([fitted], _) in zip(chosen.items(), layer_map(run_job, jobs)):
+    for (name, previous), ([fitted], info) in zip(chosen.items(), layer_map(run_job, jobs)):
         layer = parent.get_layer(name)
         tail = feature_map_tail(parent, name)
         reference = reference_feature_map(layer, tail, parent_inputs[name])
         (refit,) = score_similarity([fitted.with_scores(latency_s=previous.latency_s)], layer, tail,
                                     parent_inputs[name], reference, config.similarity)
-        done[id(previous)] = (previous, refit if refit.similarity >= previous.similarity else previous)
+        kept = refit.similarity >= previous.similarity
+        done[id(previous)] = (previous, refit if kept else previous)
+        if log is not None:
+            log.append({"layer": name, "method": refit.method, "rank": list(refit.rank), "seconds": info.get("fit_s"),
+                        "sweeps": info.get("sweeps"), "proxy_error_before": previous.proxy_error,
+                        "proxy_error_after": refit.proxy_error, "similarity_before": previous.similarity,
+                        "similarity_after": refit.similarity, "kept": kept})
     for name, c in alloc.factorized.items():
         if id(c) in done:
             choice[name] = done[id(c)][1]

@@ -493,6 +493,11 @@ def test_a_candidate_chosen_under_several_budgets_is_refitted_once(planted):
     chosen = {(name, c.method, c.rank) for r in (*searched.recovery, searched) for name, c in r.allocation.factorized.items()
               if c.method != "svd"}
     assert len(refits) == len(chosen) == 2
+    log = searched.report["refits"]  # one record per refit, in every choice's report
+    assert sorted((r["layer"], r["method"], tuple(r["rank"])) for r in log) == sorted(chosen)
+    assert all(r["seconds"] > 0 and r["sweeps"] >= 0 and r["kept"] == (r["similarity_after"] >= r["similarity_before"])
+               for r in log)
+    assert all(r.report["refits"] == log for r in searched.recovery)
     for r in searched.recovery:  # the very same refitted candidates
         assert all(r.allocation.choice[n] is searched.allocation.choice[n] for n in ("a", "b"))
 

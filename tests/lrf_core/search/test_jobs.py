@@ -73,8 +73,10 @@ def test_a_refit_job_is_a_full_fit_of_its_grid_candidate(digits_parent, digits_d
     weights = LayerWeights(name, kernel, bias, describe_model(digits_parent).record(name).geometry, stats)
     grid, counts = run_job(GridJob(weights, ("tucker2",), 3, "sigma", 0, 2))
     assert counts["fitted"] == len(grid) > 0 and counts["generated"] == counts["fitted"] + counts["dropped_cost"]
+    assert set(counts["fit_s"]) == {"tucker2"} and counts["fit_s"]["tucker2"] > 0  # where the grid's time went
     coarse = grid[0]
-    [full], _ = run_job(RefitJob(weights, "tucker2", coarse.rank, "sigma", 0))
+    [full], info = run_job(RefitJob(weights, "tucker2", coarse.rank, "sigma", 0))
     assert full.rank == coarse.rank and full.method == "tucker2"
+    assert info["fit_s"] > 0 and info["sweeps"] == len(full.fitted.factorization.history) > 2  # past the grid's 2
     # more ALS sweeps never leave a worse Σ-error than 2 sweeps from the same start
     assert full.fitted.sigma_error <= coarse.fitted.sigma_error + 1e-9
