@@ -613,7 +613,11 @@ def _scale_blame(run) -> str:
     phases = run.get("phases_s") or {}
     if phases:
         ranked = sorted(phases.items(), key=lambda kv: -kv[1])[:2]
-        return ", ".join(f"{k} {v:.0f} s" for k, v in ranked)
+        text = ", ".join(f"{k} {v:.0f} s" for k, v in ranked)
+        by = run.get("by_method") or {}
+        costly = sorted(((f"{m} {phase}", e.get(f"{key}_s") or 0.0) for m, e in by.items()
+                         for phase, key in (("grids", "candidates"), ("refits", "refit"))), key=lambda t: -t[1])[:2]
+        return text + ("; by method: " + ", ".join(f"{what} {v:.0f} s" for what, v in costly) if costly else "")
     progress = run.get("progress") or {}
     steps = progress.get("phases") or {}
     return "; ".join(f"{k}: {v.get('done')}/{v.get('total')} after {v.get('at_s', 0) - v.get('started_s', 0):.0f} s"

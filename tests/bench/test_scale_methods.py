@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.report import _scale_methods_section
+from bench.report import _scale_blame, _scale_methods_section
 from bench.scale import time_by_method
 
 REPORT = {
@@ -42,3 +42,9 @@ def test_the_report_table_lists_the_costliest_method_first():
     assert [row.split(" | ")[0] for row in rows] == ["| cp", "| tucker2", "| svd"]
     assert rows[0] == "| cp | 30 | 2 | 150 | 80 | 12.5 % | 1 |"
     assert sum("Fitting time by method" in line for line in lines) == 1
+
+
+def test_the_goal_row_names_the_costliest_method_phases():
+    run = {"phases_s": {"candidates": 40.0, "refit": 160.0, "calibration": 5.0}, "by_method": time_by_method(REPORT)}
+    assert _scale_blame(run) == "refit 160 s, candidates 40 s; by method: cp refits 150 s, cp grids 30 s"
+    assert _scale_blame({"phases_s": {"candidates": 40.0}}) == "candidates 40 s"  # older runs: phases only
