@@ -86,7 +86,7 @@ def print_result(result: dict, console=None) -> None:
     table.add_row("held-out accuracy", f"{s['parent_test_accuracy']:.2%}", f"{s['child_test_accuracy']:.2%}")
     if s.get("latency_ratio") is not None:
         interval = s.get("latency_interval")  # the paired median's 95 % interval (older summaries: none)
-        within = f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
+        within = f" (95 %: {interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
         table.add_row(f"latency (child / parent, batch {s.get('latency_batch', 1)})", "1.00",
                       f"{s['latency_ratio']:.2f}{within}")
     console = console or Console()

@@ -21,7 +21,7 @@ def _result(**summary):
 @pytest.mark.parametrize(
     "summary, shown",
     [
-        ({"latency_ratio": 0.9873, "latency_interval": [0.9712, 1.0034]}, "0.99 (0.97-1.00)"),
+        ({"latency_ratio": 0.9873, "latency_interval": [0.9712, 1.0034]}, "0.99 (95 %: 0.97-1.00)"),
         ({"latency_ratio": 0.9873}, "0.99"),  # a summary written before the interval existed
     ],
 )
