@@ -32,7 +32,7 @@ import numpy as np
 from lrf_core.covariance import CovarianceFactor
 from lrf_core.decompose.als_sigma import SigmaTarget, output_factor, ridge_solve, run_als, solve_slices
 from lrf_core.decompose.base import Cost, Factorization, LayerGeometry, LayerSpec, Method, check_rank_tuple
-from lrf_core.decompose.linalg import truncated_svd
+from lrf_core.decompose.linalg import leading_left_vectors, truncated_svd
 from lrf_core.layout import matrix_to_kernel
 
 __all__ = ["TUCKER2", "fit_tucker2", "reconstruct_tucker2"]
@@ -56,8 +56,9 @@ def _orthonormal(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _leading_basis(matrix: np.ndarray, rank: int, shared: bool = False) -> np.ndarray:
     """Sign-fixed leading left singular vectors, completed to ``rank`` orthonormal columns
-    when the matrix has fewer (e.g. ``S > kh·kw·T``); ``shared`` as :func:`truncated_svd`."""
-    u = truncated_svd(matrix, rank, shared=shared)[0]
+    when the matrix has fewer (e.g. ``S > kh·kw·T``); ``shared`` as :func:`truncated_svd` (the
+    rank-dependent HOOI iterates go through :func:`leading_left_vectors`)."""
+    u = truncated_svd(matrix, rank, shared=True)[0] if shared else leading_left_vectors(matrix, rank)
     if u.shape[1] < rank:
         q, _ = _orthonormal(np.hstack([u, np.eye(u.shape[0])]))
         u = np.hstack([u, q[:, u.shape[1] : rank]])
