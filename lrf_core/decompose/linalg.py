@@ -16,6 +16,14 @@ from lrf_core.memo import digest, memoized
 __all__ = ["truncated_svd", "leading_left_vectors", "lowrank_factors", "chain_kernel"]
 
 
+def _column_signs(u: np.ndarray) -> np.ndarray:
+    """``(r,)`` ±1: the sign that makes each column's entry of largest magnitude positive."""
+    pivot = np.argmax(np.abs(u), axis=0)
+    signs = np.sign(u[pivot, np.arange(u.shape[1])])
+    signs[signs == 0] = 1.0
+    return signs
+
+
 def truncated_svd(matrix: np.ndarray, rank: int, *, shared: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sign-fixed rank-``r`` SVD: ``matrix ≈ U diag(s) Vt``.
 
@@ -28,9 +36,7 @@ def truncated_svd(matrix: np.ndarray, rank: int, *, shared: bool = False) -> tup
     compute = lambda: np.linalg.svd(matrix, full_matrices=False)  # noqa: E731
     full = memoized(("svd", digest(matrix)), compute) if shared else compute()
     u, s, vt = full[0][:, :rank], full[1][:rank].copy(), full[2][:rank]
-    pivot = np.argmax(np.abs(u), axis=0)
-    signs = np.sign(u[pivot, np.arange(u.shape[1])])
-    signs[signs == 0] = 1.0
+    signs = _column_signs(u)
     return u * signs, s, vt * signs[:, None]
 
 
@@ -52,10 +58,7 @@ def leading_left_vectors(matrix: np.ndarray, rank: int) -> np.ndarray:
         return truncated_svd(matrix, rank)[0]
     _, vectors = np.linalg.eigh(matrix @ matrix.T)
     u = vectors[:, ::-1][:, :rank]  # eigh sorts ascending
-    pivot = np.argmax(np.abs(u), axis=0)
-    signs = np.sign(u[pivot, np.arange(u.shape[1])])
-    signs[signs == 0] = 1.0
-    return u * signs
+    return u * _column_signs(u)
 
 
 def lowrank_factors(
