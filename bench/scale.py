@@ -108,18 +108,20 @@ def time_by_method(report: dict) -> dict:
     import numpy as np
 
     out: dict[str, dict] = {}
+
+    def entry(method: str) -> dict:
+        return out.setdefault(method, {"candidates_s": 0.0, "refits": 0, "refit_s": 0.0})
+
     for counts in report.get("candidate_counts", {}).values():
         for method, seconds in (counts.get("fit_s") or {}).items():
-            entry = out.setdefault(method, {"candidates_s": 0.0, "refits": 0, "refit_s": 0.0})
-            entry["candidates_s"] += seconds
+            entry(method)["candidates_s"] += seconds
     for method in {r["method"] for r in report.get("refits", [])}:
         refits = [r for r in report["refits"] if r["method"] == method]
-        entry = out.setdefault(method, {"candidates_s": 0.0, "refits": 0, "refit_s": 0.0})
         gains = [1 - r["proxy_error_after"] / r["proxy_error_before"] for r in refits if r["proxy_error_before"]]
-        entry.update(refits=len(refits), refit_s=sum(r["seconds"] or 0.0 for r in refits),
-                     refit_sweeps_median=float(np.median([r["sweeps"] for r in refits])),
-                     refit_error_gain_median=float(np.median(gains)) if gains else None,
-                     refits_kept=sum(r["kept"] for r in refits))
+        entry(method).update(refits=len(refits), refit_s=sum(r["seconds"] or 0.0 for r in refits),
+                             refit_sweeps_median=float(np.median([r["sweeps"] for r in refits])),
+                             refit_error_gain_median=float(np.median(gains)) if gains else None,
+                             refits_kept=sum(r["kept"] for r in refits))
     return {m: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in e.items()} for m, e in sorted(out.items())}
 
 

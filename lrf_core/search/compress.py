@@ -44,7 +44,7 @@ from lrf_core.factorize import FULL_SWEEPS, Objective, fit_layer
 from lrf_core.finetune import FinetuneConfig, FinetuneResult, finetune
 from lrf_core.gate import GateConfig, judge_accuracy
 from lrf_core.graph import ModelSummary, describe_model, kernel_and_bias, model_cost
-from lrf_core.latency import compare_models
+from lrf_core.latency import ModelLatency, compare_models
 from lrf_core.paired_ratio import RatioEstimate
 from lrf_core.rebuild import rebuild_model
 from lrf_core.search.allocate import (
@@ -521,11 +521,10 @@ def with_recovery(base: SearchResult, recovery: Sequence[SearchResult]) -> Searc
     refuses it as not compressed (the demo did, on a child timed 1.02-1.04x at 8 points
     while the 1-point child was not slower).
     """
-    empty = [r.max_drop for r in recovery if not r.allocation.factorized]
-    if empty:
-        base.report["recovery_skipped"] = [{"max_drop": b, "reason": "nothing left factorized after the latency guard"}
-                                           for b in empty]
-    return replace(base, recovery=tuple(r for r in recovery if r.allocation.factorized))
+    skipped = [{"max_drop": r.max_drop, "reason": "nothing left factorized after the latency guard"}
+               for r in recovery if not r.allocation.factorized]
+    report = {**base.report, "recovery_skipped": skipped} if skipped else base.report
+    return replace(base, report=report, recovery=tuple(r for r in recovery if r.allocation.factorized))
 
 
 def _latency_ratio(parent: keras.Model, alloc: Allocation, model_latency_fn) -> RatioEstimate:
@@ -958,8 +957,8 @@ def evaluate_final(report, parent, child, data, config, totals, ft: FinetuneResu
         parent_s, (ratio,) = compare_models(model_latency_fn, parent, [child])
         report["parent"]["latency_s"], report["child"]["latency_s"] = parent_s, parent_s * ratio.median
         report["child"]["latency_ratio"] = ratio.as_dict()
-        timing = getattr(model_latency_fn, "config", None)  # a ModelLatency's; a plain function has none
-        if timing is not None:
+        if isinstance(model_latency_fn, ModelLatency):  # a plain function says nothing of batch or threads
+            timing = model_latency_fn.config
             report["child"]["latency_timing"] = {"batch": timing.batch, "threads": timing.threads}
     report["finetune"] = asdict(ft)
     drop = 100.0 * (report["parent"]["val_accuracy"] - report["child"]["val_accuracy"])
