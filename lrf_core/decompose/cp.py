@@ -153,7 +153,7 @@ def _move_scale(factor: np.ndarray, a_t: np.ndarray) -> tuple[np.ndarray, np.nda
     return factor / safe, a_t * safe
 
 
-def _sigma_sweep(target: SigmaTarget, state: Factors) -> Factors:
+def _sigma_sweep(target: SigmaTarget, state: Factors) -> tuple[Factors, float]:
     a_h, a_w, a_s, a_t = state
     a_s = solve_khatri_rao(target, (2,), a_t, khatri_rao(a_h, a_w), a_s)
     a_s, a_t = _move_scale(a_s, a_t)
@@ -161,8 +161,8 @@ def _sigma_sweep(target: SigmaTarget, state: Factors) -> Factors:
     a_h, a_t = _move_scale(a_h, a_t)
     a_w = solve_khatri_rao(target, (1,), a_t, khatri_rao(a_h, a_s), a_w)
     a_w, a_t = _move_scale(a_w, a_t)
-    a_t = output_factor(target, khatri_rao(a_h, a_w, a_s).T)
-    return a_h, a_w, a_s, a_t
+    a_t, error = output_factor(target, khatri_rao(a_h, a_w, a_s).T)
+    return (a_h, a_w, a_s, a_t), error
 
 
 def fit_cp(
@@ -197,13 +197,9 @@ def fit_cp(
     else:
         state = _plain_cp(kernel, r, seed, n_iter_max, tol)
         if target is not None:
-            state, history = run_als(
-                _balance(state),
-                lambda st: _sigma_sweep(target, st),
-                lambda st: target.error(_cp_matrix(*st)),
-                n_iter_max=n_iter_max,
-                tol=tol,
-            )
+            state = _balance(state)
+            state, history = run_als(state, lambda st: _sigma_sweep(target, st), target.error(_cp_matrix(*state)),
+                                     n_iter_max=n_iter_max, tol=tol)
     return Factorization(
         method="cp",
         kind="conv2d",

@@ -71,7 +71,7 @@ def _vertical_covariance(target: SigmaTarget) -> CovarianceFactor:
     return covariance_factor(sigma_v.reshape(kh * s, kh * s))
 
 
-def _sigma_sweep(target: SigmaTarget, state: Factors) -> Factors:
+def _sigma_sweep(target: SigmaTarget, state: Factors) -> tuple[Factors, float]:
     v, h = state
     kh, kw, s = target.dims
     r = v.shape[2]
@@ -79,8 +79,8 @@ def _sigma_sweep(target: SigmaTarget, state: Factors) -> Factors:
     v = solve_slices(target, (0, 2), h.transpose(2, 0, 1), v.reshape(kh * s, r)).reshape(kh, s, r)
     # horizontal filter: W̃ = P Q, Q[(w, r), (h, w', s)] = δ_ww' V[h, s, r]
     q = np.einsum("hsr,wv->wrhvs", v, np.eye(kw)).reshape(kw * r, -1)
-    h = output_factor(target, q).reshape(-1, kw, r).transpose(1, 2, 0)
-    return v, h
+    h, error = output_factor(target, q)
+    return (v, h.reshape(-1, kw, r).transpose(1, 2, 0)), error
 
 
 def fit_spatial(
@@ -113,15 +113,10 @@ def fit_spatial(
     history: tuple[float, ...] = ()
     if target is not None and r < _full_rank(kernel.shape):
         closed = _from_reshaped(kernel, r, _vertical_covariance(target))
-        if target.error(_spatial_matrix(*closed)) < target.error(_spatial_matrix(*state)):
-            state = closed
-        state, history = run_als(
-            state,
-            lambda st: _sigma_sweep(target, st),
-            lambda st: target.error(_spatial_matrix(*st)),
-            n_iter_max=n_iter_max,
-            tol=tol,
-        )
+        error, closed_error = target.error(_spatial_matrix(*state)), target.error(_spatial_matrix(*closed))
+        if closed_error < error:
+            state, error = closed, closed_error
+        state, history = run_als(state, lambda st: _sigma_sweep(target, st), error, n_iter_max=n_iter_max, tol=tol)
         state = _balance(state)
     return Factorization(
         method="spatial",

@@ -13,12 +13,20 @@ Fitting
   T, with sign-fixed SVDs, so factors are deterministic and orthonormal.
 * Σ-norm (METHODS.md §2, Tucker-2 ALS-Σ): from the plain fit, each sweep updates
   (1) ``U_S`` from its normal equations (dense or preconditioned CG, see
-  :mod:`lrf_core.decompose.als_sigma`), (2) ``U_T = W Σ C (Cᵀ Σ C)⁻¹``, (3) the core in closed
-  form ``G = (U_Tᵀ U_T)⁻¹ U_Tᵀ W Σ A (Aᵀ Σ A)⁻¹`` with ``A = U_S ⊗ I_K``; monotone guard.
-  ``U_S`` and ``U_T`` are re-orthonormalised (QR, absorbed in the core) between steps,
-  which leaves ``W̃`` unchanged.
+  :mod:`lrf_core.decompose.als_sigma`), (2) the core in closed form
+  ``G = U_Tᵀ W Σ A (Aᵀ Σ A)⁻¹`` with ``A = U_S ⊗ I_K`` and ``U_T`` orthonormal,
+  (3) ``U_T = W Σ C (Cᵀ Σ C)⁻¹``; monotone guard. METHODS.md §2 orders ``U_T`` before the
+  core **[our choice]**: with ``U_T`` last, its solve yields the sweep's Σ-error for ``T·r_T²``
+  flops instead of ``T·D²`` (:meth:`~lrf_core.decompose.als_sigma.SigmaTarget.product_error`).
+  ``U_S`` and ``U_T`` are re-orthonormalised (QR) before the steps that need it (absorbed in
+  the core where the core is kept).
 
 At the full rank ``(S, T)`` both fits are exact; the Σ fit then returns the plain factors.
+Two edges of the rank grid need no general ALS **[our choice]**: at ``r_S = S`` the model is
+``W̃ = U_T C`` with ``C`` free, whose exact Σ optimum is the matrix closed form
+``[W L]_{r_T} L⁻¹`` (the svd method's fit, ``U_S = I``); at ``r_T = T`` the ALS keeps
+``U_T = I`` and alternates ``U_S`` and the core only. On a 3×3×512×512 layer the
+``(512, 256)`` point took 18 s of ALS and now takes one SVD, at an error no ALS can beat.
 
 Factors: ``(U_S (S, r_S), core (kh, kw, r_S, r_T), U_T (T, r_T))``.
 """
@@ -32,8 +40,8 @@ import numpy as np
 from lrf_core.covariance import CovarianceFactor
 from lrf_core.decompose.als_sigma import SigmaTarget, output_factor, ridge_solve, run_als, solve_slices
 from lrf_core.decompose.base import Cost, Factorization, LayerGeometry, LayerSpec, Method, check_rank_tuple
-from lrf_core.decompose.linalg import leading_left_vectors, truncated_svd
-from lrf_core.layout import matrix_to_kernel
+from lrf_core.decompose.linalg import leading_left_vectors, lowrank_factors, truncated_svd
+from lrf_core.layout import kernel_to_matrix, matrix_to_kernel
 
 __all__ = ["TUCKER2", "fit_tucker2", "reconstruct_tucker2"]
 
@@ -86,7 +94,8 @@ def _hooi(kernel: np.ndarray, r_s: int, r_t: int, n_iter_max: int, tol: float) -
     return u_s, core, u_t
 
 
-def _sigma_sweep(target: SigmaTarget, state: Tucker) -> Tucker:
+def _sigma_sweep(target: SigmaTarget, state: Tucker, fixed_t: bool) -> tuple[Tucker, float]:
+    """One ALS-Σ sweep; ``fixed_t``: ``U_T = I`` (``r_T = T``), so the core solve is the last step."""
     u_s, core, u_t = state
     kh, kw, s = target.dims
     k = kh * kw
@@ -95,22 +104,40 @@ def _sigma_sweep(target: SigmaTarget, state: Tucker) -> Tucker:
     q_t, r_ut = _orthonormal(u_t)
     core = np.einsum("hwab,cb->hwac", core, r_ut)
     p = np.einsum("tb,hwab->thwa", q_t, core, optimize=True).reshape(-1, k, r_s)
-    u_s = solve_slices(target, (2,), p, u_s)
-    q_s, r_us = _orthonormal(u_s)
-    core = np.einsum("hwab,ca->hwcb", core, r_us)
-    # (2) U_T = W Σ Cᵀ (C Σ Cᵀ)⁻¹ with C[b, (h, w, s)] = Σ_a G[h, w, a, b] U_S[s, a]
-    c = np.einsum("hwab,sa->bhws", core, q_s).reshape(r_t, -1)
-    u_t = output_factor(target, c)
-    # (3) core: G = (U_Tᵀ U_T)⁻¹ U_Tᵀ (W Σ A) (Aᵀ Σ A)⁻¹, A[(k, s), (k', a)] = δ_kk' U_S[s, a]
+    q_s, _ = _orthonormal(solve_slices(target, (2,), p, u_s))  # same span; the core is solved next
+    # (2) core: G = U_Tᵀ (W Σ A) (Aᵀ Σ A)⁻¹ (U_T orthonormal), A[(k, s), (k', a)] = δ_kk' U_S[s, a]
     d = k * s
     sigma_a = (target.sigma.reshape(d * k, s) @ q_s).reshape(d, k * r_s)          # Σ A
     gram_a = (q_s.T @ sigma_a.reshape(k, s, k * r_s).transpose(1, 0, 2).reshape(s, -1))
     gram_a = gram_a.reshape(r_s, k, k * r_s).transpose(1, 0, 2).reshape(k * r_s, k * r_s)
     w_sigma_a = (target.w_sigma.reshape(-1, s) @ q_s).reshape(-1, k * r_s)        # (T, K r_S)
-    left = ridge_solve(u_t.T @ u_t, u_t.T @ w_sigma_a)                           # (r_T, K r_S)
-    g_mat = ridge_solve(gram_a, left.T).T                                        # (r_T, K r_S)
+    if fixed_t:
+        g_mat = ridge_solve(gram_a, w_sigma_a.T).T                                # (T, K r_S)
+        core = g_mat.reshape(r_t, kh, kw, r_s).transpose(1, 2, 3, 0)
+        state = (q_s, core, q_t)
+        return state, target.product_error(g_mat, gram_a, w_sigma_a, lambda: _tucker_matrix(*state))
+    g_mat = ridge_solve(gram_a, (q_t.T @ w_sigma_a).T).T                         # (r_T, K r_S)
     core = g_mat.reshape(r_t, kh, kw, r_s).transpose(1, 2, 3, 0)
-    return q_s, core, u_t
+    # (3) U_T = W Σ Cᵀ (C Σ Cᵀ)⁻¹ with C[b, (h, w, s)] = Σ_a G[h, w, a, b] U_S[s, a]; last, as its
+    # solve gives the sweep's error (run_als)
+    c = np.einsum("hwab,sa->bhws", core, q_s).reshape(r_t, -1)
+    u_t, error = output_factor(target, c)
+    return (q_s, core, u_t), error
+
+
+def _whitened_output_basis(kernel: np.ndarray, r_t: int, sigma: CovarianceFactor) -> Tucker:
+    """The exact Σ optimum at ``r_S = S``: ``U_S`` spans every input channel, so ``W̃ = U_T C`` with ``C``
+    free, the matrix case of METHODS.md §2: ``W̃ = [W L]_{r_T} L⁻¹`` (``U_S = I``)."""
+    kh, kw, s, _ = kernel.shape
+    b, a = lowrank_factors(kernel_to_matrix(kernel), r_t, sigma)                 # W̃ = B A
+    q_t, r_b = _orthonormal(b)
+    return np.eye(s), matrix_to_kernel(r_b @ a, (kh, kw, s, r_t)), q_t
+
+
+def _identity_output(state: Tucker) -> Tucker:
+    """At ``r_T = T``: the same ``W̃`` with ``U_T = I`` (its square basis absorbed in the core)."""
+    u_s, core, u_t = state
+    return u_s, np.einsum("hwab,tb->hwat", core, u_t), np.eye(u_t.shape[0])
 
 
 def _normalised(state: Tucker) -> Tucker:
@@ -146,17 +173,19 @@ def fit_tucker2(
     kernel = np.asarray(kernel, dtype=np.float64)
     _, _, s, t = kernel.shape
     r_s, r_t = check_rank_tuple("tucker2", rank, (s, t), _NAMES)
-    target = SigmaTarget.of(kernel, sigma, "tucker2") if sigma is not None else None
-    state = _hooi(kernel, r_s, r_t, n_iter_max, tol)
     history: tuple[float, ...] = ()
-    if target is not None and (r_s < s or r_t < t):
-        state, history = run_als(
-            state,
-            lambda st: _sigma_sweep(target, st),
-            lambda st: target.error(_tucker_matrix(*st)),
-            n_iter_max=n_iter_max,
-            tol=tol,
-        )
+    if sigma is None or (r_s == s and r_t == t):
+        state = _hooi(kernel, r_s, r_t, n_iter_max, tol)
+    elif r_s == s:
+        state = _whitened_output_basis(kernel, r_t, sigma)
+    else:
+        target = SigmaTarget.of(kernel, sigma, "tucker2")
+        fixed_t = r_t == t
+        state = _hooi(kernel, r_s, r_t, n_iter_max, tol)
+        if fixed_t:
+            state = _identity_output(state)
+        state, history = run_als(state, lambda st: _sigma_sweep(target, st, fixed_t),
+                                 target.error(_tucker_matrix(*state)), n_iter_max=n_iter_max, tol=tol)
         state = _normalised(state)
     return Factorization(
         method="tucker2",

@@ -75,9 +75,31 @@ def test_khatri_rao_follows_the_layout_order():
 def test_output_factor_is_the_least_squares_optimum(correlated_sigma):
     target = _target(correlated_sigma)
     q = np.random.default_rng(1).standard_normal((3, target.w.shape[1]))
-    p = output_factor(target, q)
+    p, error = output_factor(target, q)
+    assert error == pytest.approx(target.error(p @ q), rel=1e-9)
     expected = _brute_force(target, lambda f: f @ q, (SHAPE[3], 3))
     np.testing.assert_allclose(p, expected, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("m", [1, 3, 7])
+def test_product_error_agrees_with_the_direct_error_for_any_p(m, correlated_sigma):
+    target = _target(correlated_sigma)
+    rng = np.random.default_rng(m)
+    q = rng.standard_normal((m, target.w.shape[1]))
+    p = rng.standard_normal((SHAPE[3], m)) * 0.1
+    gram, cross = q @ target.sigma @ q.T, target.w_sigma @ q.T
+    assert target.product_error(p, gram, cross, lambda: p @ q) == pytest.approx(target.error(p @ q), rel=1e-10)
+
+
+def test_product_error_is_exact_where_the_factored_form_cancels(correlated_sigma):
+    """W̃ = W up to 1e-9: the factored form loses every digit to cancellation (here it is negative)."""
+    target = _target(correlated_sigma)
+    q = np.eye(target.w.shape[1])
+    p = target.w + 1e-9 * np.random.default_rng(3).standard_normal(target.w.shape)
+    gram, cross = target.sigma, target.w_sigma
+    exact = target.error(p @ q)
+    assert 0 < exact < 1e-7
+    assert target.product_error(p, gram, cross, lambda: p @ q) == pytest.approx(exact, rel=1e-9)
 
 
 @pytest.mark.parametrize("g_axes", [(2,), (0, 2), (1,)])
@@ -160,15 +182,15 @@ def test_ridge_solve_survives_a_singular_gram():
 
 def test_run_als_restores_the_previous_iterate_when_the_error_rises():
     errors = {0: 1.0, 1: 0.5, 2: 0.4, 3: 0.45, 4: 0.1}
-    state, history = run_als(0, lambda s: s + 1, errors.__getitem__, n_iter_max=10, tol=1e-6)
+    state, history = run_als(0, lambda s: (s + 1, errors[s + 1]), errors[0], n_iter_max=10, tol=1e-6)
     assert state == 2
     assert history == (0.5, 0.4)
 
 
 def test_run_als_stops_on_tolerance_and_on_the_sweep_cap():
-    state, history = run_als(0, lambda s: s + 1, lambda s: 1.0 / (1 + s), n_iter_max=3, tol=1e-6)
+    state, history = run_als(0, lambda s: (s + 1, 1.0 / (2 + s)), 1.0, n_iter_max=3, tol=1e-6)
     assert state == 3 and history == pytest.approx((0.5, 1 / 3, 0.25))
-    state, history = run_als(0, lambda s: s + 1, lambda s: 1.0 - 1e-3 * min(s, 2), n_iter_max=50, tol=1e-6)
+    state, history = run_als(0, lambda s: (s + 1, 1.0 - 1e-3 * min(s + 1, 2)), 1.0, n_iter_max=50, tol=1e-6)
     assert state == 3 and len(history) == 3 and history[-1] == history[-2]
 
 

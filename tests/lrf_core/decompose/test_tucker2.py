@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lrf_core.decompose.base import Cost
+from lrf_core.decompose.svd import CONV_SVD, fit_svd
 from lrf_core.decompose.tucker2 import TUCKER2, fit_tucker2
 from lrf_core.errors import InvalidRankError
 
@@ -46,7 +47,8 @@ def test_tucker2_cost_matches_layers_and_formula(conv_variant, geometry_for):
     assert specs[-1].config["activation"] == geometry.activation
 
 
-@pytest.mark.parametrize("shape,rank", [((3, 3, 8, 8), (4, 4)), ((5, 5, 3, 4), (2, 2)), ((3, 1, 4, 6), (2, 3)), ((1, 1, 8, 8), (3, 3))])
+@pytest.mark.parametrize("shape,rank", [((3, 3, 8, 8), (4, 4)), ((5, 5, 3, 4), (2, 2)), ((3, 1, 4, 6), (2, 3)), ((1, 1, 8, 8), (3, 3)),
+                                        ((3, 3, 8, 8), (4, 8)), ((3, 3, 8, 6), (2, 6))])
 def test_tucker2_sigma_fit_beats_plain_with_monotone_history(shape, rank, correlated_sigma, sigma_error):
     kernel = np.random.default_rng(2).standard_normal(shape)
     sigma = correlated_sigma(*shape[:3], seed=3)
@@ -58,13 +60,30 @@ def test_tucker2_sigma_fit_beats_plain_with_monotone_history(shape, rank, correl
     assert fitted.history[-1] == pytest.approx(e_sigma, rel=1e-9)
 
 
+@pytest.mark.parametrize("shape,r_t", [((3, 3, 8, 8), 3), ((3, 3, 4, 6), 5), ((1, 1, 8, 8), 2)])
+def test_tucker2_sigma_fit_at_full_input_rank_is_the_whitened_svd_optimum(shape, r_t, correlated_sigma, sigma_error):
+    """r_S = S leaves W̃ = U_T C with C free: the svd method's closed-form Σ optimum at rank r_T, exactly."""
+    kernel = np.random.default_rng(8).standard_normal(shape)
+    sigma = correlated_sigma(*shape[:3], seed=4)
+    fitted = fit_tucker2(kernel, (shape[2], r_t), sigma=sigma)
+    optimum = sigma_error(CONV_SVD, kernel, fit_svd(kernel, (r_t,), sigma=sigma), sigma)
+    assert sigma_error(TUCKER2, kernel, fitted, sigma) == pytest.approx(optimum, rel=1e-9)
+    assert fitted.history == ()
+    u_s, core, u_t = fitted.factors
+    assert u_s.shape == (shape[2], shape[2]) and core.shape == shape[:3] + (r_t,)
+    np.testing.assert_allclose(u_t.T @ u_t, np.eye(r_t), atol=1e-10)
+    # no ALS from any start can do better than the global optimum
+    assert sigma_error(TUCKER2, kernel, fit_tucker2(kernel, (shape[2] - 1, r_t), sigma=sigma), sigma) >= optimum - 1e-12
+
+
 def test_tucker2_factors_are_orthonormal(correlated_sigma):
     kernel = np.random.default_rng(4).standard_normal((3, 3, 8, 8))
     for sigma in (None, correlated_sigma(3, 3, 8)):
-        u_s, core, u_t = fit_tucker2(kernel, (3, 5), sigma=sigma).factors
-        assert core.shape == (3, 3, 3, 5)
-        np.testing.assert_allclose(u_s.T @ u_s, np.eye(3), atol=1e-10)
-        np.testing.assert_allclose(u_t.T @ u_t, np.eye(5), atol=1e-10)
+        for rank in ((3, 5), (3, 8)):
+            u_s, core, u_t = fit_tucker2(kernel, rank, sigma=sigma).factors
+            assert core.shape == (3, 3) + rank
+            np.testing.assert_allclose(u_s.T @ u_s, np.eye(rank[0]), atol=1e-10)
+            np.testing.assert_allclose(u_t.T @ u_t, np.eye(rank[1]), atol=1e-10)
 
 
 def test_tucker2_same_seed_gives_identical_factors(correlated_sigma):
