@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 
 from lrf_core.covariance import CovarianceFactor, covariance_factor
-from lrf_core.decompose.als_sigma import SigmaTarget, output_factor, run_als, solve_slices
+from lrf_core.decompose.als_sigma import SigmaTarget, output_slices, run_als, solve_slices
 from lrf_core.decompose.base import Cost, Factorization, LayerGeometry, LayerSpec, Method, check_rank_tuple
 from lrf_core.decompose.linalg import lowrank_factors
 from lrf_core.layout import matrix_to_kernel
@@ -76,11 +76,10 @@ def _sigma_sweep(target: SigmaTarget, state: Factors) -> tuple[Factors, float]:
     kh, kw, s = target.dims
     r = v.shape[2]
     # vertical filter: W̃[t, ((h, s), w)] = Σ_r V[(h, s), r] P[t, w, r], P[t, w, r] = H[w, r, t]
-    v = solve_slices(target, (0, 2), h.transpose(2, 0, 1), v.reshape(kh * s, r)).reshape(kh, s, r)
-    # horizontal filter: W̃ = P Q, Q[(w, r), (h, w', s)] = δ_ww' V[h, s, r]
-    q = np.einsum("hsr,wv->wrhvs", v, np.eye(kw)).reshape(kw * r, -1)
-    h, error = output_factor(target, q)
-    return (v, h.reshape(-1, kw, r).transpose(1, 2, 0)), error
+    v = solve_slices(target, (0, 2), h.transpose(2, 0, 1), v.reshape(kh * s, r))
+    # horizontal filter: the same form solved for P (output side, closed form)
+    p, error = output_slices(target, (0, 2), v)
+    return (v.reshape(kh, s, r), p.transpose(1, 2, 0)), error
 
 
 def fit_spatial(

@@ -12,6 +12,7 @@ from lrf_core.decompose.als_sigma import (
     SigmaTarget,
     khatri_rao,
     output_factor,
+    output_slices,
     ridge_solve,
     run_als,
     solve_khatri_rao,
@@ -79,6 +80,27 @@ def test_output_factor_is_the_least_squares_optimum(correlated_sigma):
     assert error == pytest.approx(target.error(p @ q), rel=1e-9)
     expected = _brute_force(target, lambda f: f @ q, (SHAPE[3], 3))
     np.testing.assert_allclose(p, expected, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("g_axes", [(0, 2), (2,), (1,)])
+def test_output_slices_is_output_factor_with_the_block_diagonal_q(g_axes, correlated_sigma):
+    target = _target(correlated_sigma)
+    split = target.split(g_axes)
+    f = np.random.default_rng(4).standard_normal((split.g, 2))
+    p, error = output_slices(target, g_axes, f)
+    # the explicit Q[(e, r), D] = δ_ee' F[g', r], rows in (e, r) order
+    q = split.from_modes(np.einsum("gr,ev->ergv", f, np.eye(split.e)).reshape(-1, split.g, split.e))
+    expected, expected_error = output_factor(target, q)
+    np.testing.assert_allclose(p.reshape(p.shape[0], -1), expected, rtol=1e-8, atol=1e-10)
+    assert error == pytest.approx(expected_error, rel=1e-9)
+    assert error == pytest.approx(target.error(expected @ q), rel=1e-9)
+
+
+def test_mode_split_round_trips_the_layout(correlated_sigma):
+    target = _target(correlated_sigma)
+    for g_axes in [(0,), (1,), (2,), (0, 2), (1, 2), (0, 1)]:
+        split = target.split(g_axes)
+        np.testing.assert_array_equal(split.from_modes(split.to_modes(target.w)), target.w)
 
 
 @pytest.mark.parametrize("m", [1, 3, 7])
