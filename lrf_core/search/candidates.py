@@ -3,7 +3,9 @@
 METHODS.md §3.1–3.3 and §3.7:
 
 1. every allowed method × a geometric rank grid (``grid_points`` per method; tied ranks
-   scaled with the layer's limits, plus untied Tucker-2 ranks);
+   scaled with the layer's limits, plus untied Tucker-2 ranks), except methods the svd
+   candidates dominate on the layer (:func:`dominated_by_svd`: on a 1×1 kernel under the Σ
+   objective);
 2. a candidate whose params or MACs are not below the dense layer's is dropped before fitting;
 3. every other candidate is fitted and scored by the Σ proxy (the relative pre-activation
    output error from the input statistics, no forward pass); with a latency function, one
@@ -34,7 +36,7 @@ from lrf_core.factorize import FittedLayer, Objective, fit_layer
 from lrf_core.memo import layer_memo
 from lrf_core.similarity import SimilarityMetric, similarity_to
 
-__all__ = ["Candidate", "rank_grid", "fit_candidates", "drop_slower_than_dense", "front_of",
+__all__ = ["Candidate", "rank_grid", "dominated_by_svd", "fit_candidates", "drop_slower_than_dense", "front_of",
            "pareto_front", "feature_map_tail", "score_similarity"]
 
 logger = logging.getLogger(__name__)
@@ -138,6 +140,29 @@ def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
     return unique
 
 
+#: Conv2D methods that reduce to a chain of 1×1 maps on a 1×1 kernel (see :func:`dominated_by_svd`).
+POINTWISE_REDUCIBLE = ("tucker2", "cp", "spatial")
+
+
+def dominated_by_svd(method_ids: Sequence[str], geometry: LayerGeometry, objective: Objective) -> tuple[str, ...]:
+    """The allowed methods whose every candidate an svd candidate beats or ties, so fitting them is waste.
+
+    On a 1×1 Conv2D kernel, Tucker-2 ``(r_S, r_T)``, CP ``R`` and spatial ``r`` all give a
+    ``W̃`` of rank at most ``r = min(r_S, r_T)`` / ``R`` / ``r``, at no fewer params or MACs
+    than svd at rank ``r`` (``r·(S + T)``; Tucker-2's first 1×1 runs at the input resolution,
+    CP adds two depthwise layers). Under the Σ objective the svd fit is the exact Σ optimum over
+    rank-``r`` matrices ([W L]_r L⁻¹, METHODS.md §2) and the proxy error is that objective, so
+    no such candidate is better in any of (params, MACs, proxy error). Under the Frobenius
+    objective the proxy is not the fitted norm, so nothing is dropped. Only when svd is allowed.
+
+    Measured on ResNet-50 (bench/, issue 5): the 1×1 layers' Tucker-2 grids were 100 of the
+    search's 227 s of Tucker-2 fitting, for candidates the Pareto filter then removed.
+    """
+    if objective != "sigma" or "svd" not in method_ids or geometry.kind != "conv2d" or geometry.kernel_size != (1, 1):
+        return ()
+    return tuple(m for m in method_ids if m in POINTWISE_REDUCIBLE)
+
+
 def fit_candidates(
     layer: str,
     kernel: np.ndarray,
@@ -155,15 +180,18 @@ def fit_candidates(
 
     NumPy only (no Keras), so it can run in another process (:mod:`lrf_core.search.jobs`).
     Returns ``(candidates, counts)``; counts has the number generated, dropped for cost and fitted,
-    and ``fit_s``: seconds spent fitting each method's grid (method id → s).
+    ``fit_s``: seconds spent fitting each method's grid (method id → s), and ``dominated``: the
+    methods not fitted because svd dominates them here (:func:`dominated_by_svd`).
     """
-    counts = {"generated": 0, "dropped_cost": 0, "dropped_latency": 0, "fitted": 0, "fit_s": {}}
+    dominated = dominated_by_svd(method_ids, geometry, objective)
+    counts = {"generated": 0, "dropped_cost": 0, "dropped_latency": 0, "fitted": 0, "fit_s": {},
+              "dominated": list(dominated)}
     dense = geometry.dense_cost()
     fitted_all: list[Candidate] = []
     with layer_memo():  # Σ's root, L Lᵀ, the Σ target and start SVDs: once for the whole grid
         for method_id in method_ids:
             method = get_method(geometry.kind, method_id)
-            if method.not_applicable(geometry):
+            if method.not_applicable(geometry) or method_id in dominated:
                 continue
             started = time.perf_counter()  # per method: where a large model's search time goes (bench scale)
             for rank in rank_grid(method, geometry, grid_points):
