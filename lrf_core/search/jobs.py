@@ -19,17 +19,24 @@ reference machine (OpenBLAS) threading the many small products and Cholesky solv
 sweep costs more than it gains: a Tucker-2 fit of a 3×3×64×64 kernel takes 0.28 s with one
 thread and 0.67 s with two, and a whole ResNet-style search (16 layers, D ≤ 576) 21.5 s
 against 56 s. At 3×3×512×512 (D = 4 608) two threads win, 15.4 s against 21.0 s.
+
+Larger layers keep two threads for NumPy's products but run SciPy's own LAPACK (the
+``scipy.libs`` OpenBLAS that wheel installs load next to NumPy's) with one: the ALS's small
+Cholesky solves run between NumPy's large products, and two OpenBLAS thread pools on two cores
+wait on each other's spinning threads. Measured: a 402² Cholesky right after a NumPy GEMM took
+~100 ms instead of 2 ms in two of five calls, a 1 152² one 105 ms instead of 20 ms.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from lrf_core.covariance import InputStatistics
 from lrf_core.decompose.base import LayerGeometry
@@ -141,8 +148,15 @@ def run_job(job: Job) -> JobResult:
     restored when the job ends.
     """
     small = job.weights.geometry.input_dim < SINGLE_THREAD_BELOW_DIM
-    with threadpool_limits(limits=1, user_api="blas") if small else nullcontext():
+    with threadpool_limits(limits=1, user_api="blas") if small else _scipy_blas_single_thread():
         return job.run()
+
+
+def _scipy_blas_single_thread():
+    """SciPy's vendored OpenBLAS limited to one thread (module docstring); a no-op when SciPy shares NumPy's BLAS."""
+    controller = ThreadpoolController()
+    vendored = [lib.filepath for lib in controller.lib_controllers if f"{os.sep}scipy.libs{os.sep}" in lib.filepath]
+    return controller.select(filepath=vendored).limit(limits=1) if vendored else nullcontext()
 
 
 def local_map(fn: Callable[[Job], JobResult], jobs: Sequence[Job]) -> Iterable[JobResult]:

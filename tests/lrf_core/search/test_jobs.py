@@ -80,3 +80,36 @@ def test_a_refit_job_is_a_full_fit_of_its_grid_candidate(digits_parent, digits_d
     assert info["fit_s"] > 0 and info["sweeps"] == len(full.fitted.factorization.history) > 2  # past the grid's 2
     # more ALS sweeps never leave a worse Σ-error than 2 sweeps from the same start
     assert full.fitted.sigma_error <= coarse.fitted.sigma_error + 1e-9
+
+
+class _ThreadsSeen:
+    """A job that records the BLAS thread counts it runs under (by library file)."""
+
+    def __init__(self, input_dim: int):
+        from types import SimpleNamespace
+
+        self.weights = SimpleNamespace(geometry=SimpleNamespace(input_dim=input_dim))
+
+    def run(self):
+        from threadpoolctl import threadpool_info
+
+        return {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_large_jobs_run_scipys_own_blas_single_threaded_and_small_jobs_everything():
+    import scipy.linalg  # noqa: F401  (loads SciPy's vendored BLAS, if it has one)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from lrf_core.search.jobs import SINGLE_THREAD_BELOW_DIM
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        large, small = run_job(_ThreadsSeen(SINGLE_THREAD_BELOW_DIM)), run_job(_ThreadsSeen(SINGLE_THREAD_BELOW_DIM - 1))
+        after = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    vendored = [path for path in before if "/scipy.libs/" in path]
+    if not vendored:
+        pytest.skip("SciPy shares NumPy's BLAS here: nothing to separate")
+    assert all(large[path] == 1 for path in vendored)
+    assert all(large[path] == 2 for path in before if path not in vendored)  # NumPy's products keep both cores
+    assert set(small.values()) == {1}
+    assert after == before  # restored
