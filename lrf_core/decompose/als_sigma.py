@@ -427,8 +427,9 @@ def run_als(
 ) -> tuple[State, tuple[float, ...]]:
     """Sweep until converged, never accepting a sweep that raised the Σ-error.
 
-    ``sweep`` returns the next state and its relative Σ-error (each method's sweep ends with
-    :func:`output_factor`, which returns it); ``error`` is the starting state's.
+    ``sweep`` returns the next state and its relative Σ-error (each method's sweep ends with an
+    output-side solve, whose products give it, :meth:`SigmaTarget.product_error`); ``error`` is
+    the starting state's.
     Returns the final state and the relative Σ-error after each accepted sweep
     (non-increasing by construction).
     """
