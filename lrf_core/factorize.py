@@ -23,7 +23,7 @@ from lrf_core.covariance import CovarianceFactor, InputStatistics, covariance_fa
 from lrf_core.decompose.base import Cost, Factorization, LayerGeometry, LayerSpec, Method
 from lrf_core.errors import DataError
 from lrf_core.layout import kernel_to_matrix
-from lrf_core.memo import digest, memoized
+from lrf_core.memo import digest, memoized_for
 
 __all__ = ["Objective", "FittedLayer", "FULL_SWEEPS", "fit_layer", "output_error"]
 
@@ -79,18 +79,16 @@ def output_error(w: np.ndarray, w_approx: np.ndarray, stats: InputStatistics, sh
     if shift is not None:
         num += -2.0 * float(shift @ (dw @ stats.mean)) + float(shift @ shift)
     # the same for every candidate of the layer: once per layer inside a layer_memo block
-    den = memoized(("output_energy", digest(w), id(stats)), lambda: float(np.sum((w @ sigma_u) * w)))
+    den = memoized_for(stats, ("output_energy", digest(w)), lambda: float(np.sum((w @ sigma_u) * w)))
     if den <= 0:
         return 0.0
     return float(np.sqrt(max(num, 0.0) / den))
 
 
 def _sigma_factor(stats: InputStatistics, centered: bool) -> CovarianceFactor:
-    """Σ's Cholesky factor, once per layer inside a ``layer_memo`` block."""
-    # keyed by id(stats): hashing the D×D Σ for every candidate cost 0.15 s each at D = 4 608; the
-    # entry holds stats, so the id cannot be reused by another object while the memo lives
-    return memoized(("sigma_factor", id(stats), centered),
-                    lambda: (stats, covariance_factor(stats.sigma(centered=centered))))[1]
+    """Σ's Cholesky factor, once per layer inside a ``layer_memo`` block (hashing the D×D Σ for every
+    candidate cost 0.15 s each at D = 4 608)."""
+    return memoized_for(stats, ("sigma_factor", centered), lambda: covariance_factor(stats.sigma(centered=centered)))
 
 
 #: ALS sweep cap of a final fit (the search scores candidates with fewer, see CompressConfig).

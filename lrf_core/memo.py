@@ -28,7 +28,7 @@ from typing import Callable, Hashable, Iterator, Optional, TypeVar
 
 import numpy as np
 
-__all__ = ["layer_memo", "memoized", "digest"]
+__all__ = ["layer_memo", "memoized", "memoized_for", "digest"]
 
 T = TypeVar("T")
 
@@ -65,3 +65,10 @@ def memoized(key: Hashable, compute: Callable[[], T]) -> T:
     if key not in memo:
         memo[key] = compute()
     return memo[key]
+
+
+def memoized_for(obj: object, key: Hashable, compute: Callable[[], T]) -> T:
+    """:func:`memoized` under ``(key, id(obj))``, for a value derived from a large ``obj`` that hashing
+    would cost what the memo saves (a D×D Σ). The entry holds ``obj`` itself, so its id cannot be
+    reused by another object while the memo lives."""
+    return memoized((key, id(obj)), lambda: (obj, compute()))[1]

@@ -52,7 +52,7 @@ from scipy.sparse.linalg import LinearOperator, cg
 from lrf_core.covariance import CovarianceFactor
 from lrf_core.errors import DataError
 from lrf_core.layout import kernel_to_matrix
-from lrf_core.memo import digest, memoized
+from lrf_core.memo import digest, memoized_for
 
 __all__ = [
     "DENSE_LIMIT",
@@ -215,9 +215,7 @@ class SigmaTarget:
     def of(cls, kernel: np.ndarray, sigma: CovarianceFactor, method_id: str) -> "SigmaTarget":
         """The target of ``kernel`` under ``sigma``, built once per layer inside a :func:`lrf_core.memo.layer_memo`
         block (its fixed data and lazily built mode splits are rank-independent; ALS never modifies them)."""
-        # Keyed by id(sigma) (hashing a D×D factor per call would cost what the memo saves); the entry
-        # holds sigma itself so that id cannot be reused by another factor while the memo lives.
-        return memoized(("sigma_target", digest(kernel), id(sigma)), lambda: (sigma, cls(kernel, sigma, method_id)))[1]
+        return memoized_for(sigma, ("sigma_target", digest(kernel)), lambda: cls(kernel, sigma, method_id))
 
     def error(self, w_approx: np.ndarray) -> float:
         """Relative Σ-error ``‖(W − W̃) L‖_F / ‖W L‖_F``."""

@@ -73,7 +73,7 @@ def _vertical_covariance(target: SigmaTarget) -> CovarianceFactor:
 
 def _sigma_sweep(target: SigmaTarget, state: Factors) -> tuple[Factors, float]:
     v, h = state
-    kh, kw, s = target.dims
+    kh, _, s = target.dims
     r = v.shape[2]
     # vertical filter: W̃[t, ((h, s), w)] = Σ_r V[(h, s), r] P[t, w, r], P[t, w, r] = H[w, r, t]
     v = solve_slices(target, (0, 2), h.transpose(2, 0, 1), v.reshape(kh * s, r))

@@ -144,8 +144,8 @@ LayerMap = Callable[[Callable[[Job], JobResult], Sequence[Job]], Iterable[JobRes
 def run_job(job: Job) -> JobResult:
     """Run one job (module-level, so process pools and Dask can pickle it by reference).
 
-    Small layers run with one BLAS thread (:data:`SINGLE_THREAD_BELOW_DIM`); the setting is
-    restored when the job ends.
+    Small layers run with one BLAS thread (:data:`SINGLE_THREAD_BELOW_DIM`), larger ones with SciPy's
+    vendored BLAS at one thread (module docstring); the settings are restored when the job ends.
     """
     small = job.weights.geometry.input_dim < SINGLE_THREAD_BELOW_DIM
     with threadpool_limits(limits=1, user_api="blas") if small else _scipy_blas_single_thread():

@@ -76,3 +76,15 @@ def test_the_grid_fitted_with_the_memo_equals_each_fit_alone(conv_layer):
         assert c.fitted.sigma_error == ref.sigma_error and c.fitted.frobenius_error == ref.frobenius_error
         for got, want in zip(c.fitted.factorization.factors, ref.factorization.factors):
             np.testing.assert_array_equal(got, want)
+
+
+def test_memoized_for_keys_by_the_objects_identity_and_keeps_it_alive():
+    from lrf_core.memo import memoized_for
+
+    calls = []
+    a, b = np.ones(3), np.ones(3)  # equal content, different objects
+    with layer_memo():
+        assert memoized_for(a, "k", lambda: calls.append("a") or 1) == 1
+        assert memoized_for(a, "k", lambda: calls.append("a again") or 2) == 1
+        assert memoized_for(b, "k", lambda: calls.append("b") or 3) == 3
+    assert calls == ["a", "b"]
