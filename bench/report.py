@@ -377,6 +377,28 @@ def _rss_met(rss_mb: Optional[float], capped: bool) -> Optional[bool]:
     return None if capped and within else within
 
 
+def provenance(compare: dict[str, dict]) -> list[str]:
+    """Which commit each zoo model's rows come from: one run, or pieces (``--resume``) at several commits.
+
+    A reader comparing models must know when their rows were fitted by different code; the last
+    note says so when the models' commits differ.
+    """
+    notes, commits = [], {}
+    for name, c in compare.items():
+        pieces = [r for r in c.get("runs") or [] if r.get("variants")]
+        commits[name] = {str(r.get("commit"))[:12] for r in pieces}
+        if len(pieces) == 1:
+            notes.append(f"{name}: every variant in one run at {str(pieces[0].get('commit'))[:12]}.")
+        elif pieces:  # a resumed run: rows from several commits, latency re-timed together at the end
+            notes.append(f"{name}: done in {len(pieces)} pieces (`--resume`): " + "; ".join(
+                f"{', '.join(r['variants'])} at {str(r.get('commit'))[:12]}" for r in pieces)
+                + ". Latency of every child comes from the last piece's single interleaved timing run.")
+    if len({frozenset(v) for v in commits.values() if v}) > 1:
+        notes.append("The zoo models' rows come from different commits (above), so a difference between models "
+                     "may be a change in lrflow, not in the model; compare the rows of one model with each other.")
+    return notes
+
+
 def observations(results: dict) -> list[str]:
     """Caveats that follow from the data (not opinions): unconverged parents, no-op variants, timing noise."""
     notes = ["The accuracy budget of the lrflow default (`max_drop=1.0`) is enforced **before** the fine-tune, on the "
@@ -413,11 +435,7 @@ def observations(results: dict) -> list[str]:
         not_run = [v for v in (c.get("settings") or {}).get("variants", ()) if v not in ran]
         if not_run:
             notes.append(f"{name}: variants not in this run: {', '.join(not_run)}.")
-        pieces = [r for r in c.get("runs") or [] if r.get("variants")]
-        if len(pieces) > 1:  # a resumed run: rows from several commits, latency re-timed together at the end
-            notes.append(f"{name}: done in {len(pieces)} pieces (`--resume`): " + "; ".join(
-                f"{', '.join(r['variants'])} at {str(r.get('commit'))[:12]}" for r in pieces)
-                + ". Latency of every child comes from the last piece's single interleaved timing run.")
+    notes.extend(provenance(compare))
     for name, c in compare.items():
         gain = (c.get("parent_extra_epochs") or {}).get("test_gain_points")
         if gain is not None and gain > 0.5:

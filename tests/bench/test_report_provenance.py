@@ -1,0 +1,28 @@
+"""The report names the commit(s) behind each zoo model's rows, and warns when models differ in commit."""
+from bench.report import provenance
+
+
+def _compare(*pieces):
+    return {"runs": [{"commit": c * 40, "variants": list(v)} for c, v in pieces]}
+
+
+def test_a_single_run_names_its_commit():
+    notes = provenance({"vgg": _compare(("a", ["lrflow", "dprp"]))})
+    assert notes == ["vgg: every variant in one run at aaaaaaaaaaaa."]
+
+
+def test_pieces_list_each_commit_with_its_variants():
+    (note,) = provenance({"vgg": _compare(("a", ["lrflow"]), ("b", ["dprp", "objective"]))})
+    assert note.startswith("vgg: done in 2 pieces (`--resume`): lrflow at aaaaaaaaaaaa; dprp, objective at bbbbbbbbbbbb.")
+
+
+def test_models_at_different_commits_are_flagged_and_at_the_same_commit_are_not():
+    same = provenance({"vgg": _compare(("a", ["lrflow"])), "resnet": _compare(("a", ["lrflow"]))})
+    assert len(same) == 2 and not any("different commits" in n for n in same)
+    mixed = provenance({"vgg": _compare(("a", ["lrflow"])), "resnet": _compare(("b", ["lrflow"]))})
+    assert len(mixed) == 3 and "different commits" in mixed[-1]
+
+
+def test_runs_without_variants_are_not_pieces():
+    """A timing-only re-run records no variants: it is not a piece and names no commit."""
+    assert provenance({"vgg": {"runs": [{"commit": "c" * 40, "variants": []}]}}) == []
