@@ -310,6 +310,15 @@ def _search_seconds(phases: dict) -> float:
     return float(sum(v for k, v in phases.items() if k in ("calibration", "latency", "candidates", "allocation", "refit")))
 
 
+def _source_name(filename: str) -> str:
+    """A profiled function's file as the report names it: relative to the checkout it ran from, or to site-packages.
+
+    The benchmark often runs from a worktree, not /work/main, so the checkout is found from this file.
+    """
+    root = f"{ROOT}/"
+    return filename[len(root):] if filename.startswith(root) else filename.split("site-packages/")[-1]
+
+
 def _profiled(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` under cProfile; returns its result and the top functions by self time."""
     import cProfile
@@ -323,10 +332,8 @@ def _profiled(fn, *args, **kwargs):
     finally:
         profiler.disable()
     stats = pstats.Stats(profiler)
-    rows = []
-    for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
-        short = filename.split("site-packages/")[-1].split("/work/main/")[-1]
-        rows.append({"function": f"{short}:{line}({func})", "ncalls": nc, "tottime": tt, "cumtime": ct})
+    rows = [{"function": f"{_source_name(filename)}:{line}({func})", "ncalls": nc, "tottime": tt, "cumtime": ct}
+            for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items()]
     top_self = sorted(rows, key=lambda r: -r["tottime"])[:15]
     top_lrf = sorted((r for r in rows if r["function"].startswith("lrf_core")), key=lambda r: -r["cumtime"])[:15]
     return result, {"seconds": time.perf_counter() - started, "top_tottime": top_self, "top_lrf_core_cumtime": top_lrf}

@@ -777,6 +777,11 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
             lines += [_table(["function", "calls", "self s", "cumulative s"],
                              [[f"`{p['function']}`", p["ncalls"], f"{p['tottime']:.1f}", f"{p['cumtime']:.1f}"]
                               for p in prof["top_tottime"][:8]]), ""]
+            if prof.get("top_lrf_core_cumtime"):  # which lrflow step the self time above is spent under
+                lines += [f"{m}, lrflow functions by cumulative time:", "",
+                          _table(["function", "calls", "cumulative s"],
+                                 [[f"`{p['function']}`", p["ncalls"], f"{p['cumtime']:.1f}"]
+                                  for p in prof["top_lrf_core_cumtime"][:10]]), ""]
 
     depth = results.get("depth")
     if depth:
