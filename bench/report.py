@@ -385,15 +385,15 @@ def provenance(compare: dict[str, dict]) -> list[str]:
     """
     notes, commits = [], {}
     for name, c in compare.items():
-        pieces = [r for r in c.get("runs") or [] if r.get("variants")]
-        commits[name] = {str(r.get("commit"))[:12] for r in pieces}
+        pieces = [(str(r.get("commit"))[:12], r["variants"]) for r in c.get("runs") or [] if r.get("variants")]
+        commits[name] = frozenset(commit for commit, _ in pieces)
         if len(pieces) == 1:
-            notes.append(f"{name}: every variant in one run at {str(pieces[0].get('commit'))[:12]}.")
+            notes.append(f"{name}: every variant in one run at {pieces[0][0]}.")
         elif pieces:  # a resumed run: rows from several commits, latency re-timed together at the end
             notes.append(f"{name}: done in {len(pieces)} pieces (`--resume`): " + "; ".join(
-                f"{', '.join(r['variants'])} at {str(r.get('commit'))[:12]}" for r in pieces)
+                f"{', '.join(variants)} at {commit}" for commit, variants in pieces)
                 + ". Latency of every child comes from the last piece's single interleaved timing run.")
-    if len({frozenset(v) for v in commits.values() if v}) > 1:
+    if len({v for v in commits.values() if v}) > 1:
         notes.append("The zoo models' rows come from different commits (above), so a difference between models "
                      "may be a change in lrflow, not in the model; compare the rows of one model with each other.")
     return notes
