@@ -34,16 +34,41 @@ def digits_cnn(input_shape=(8, 8, 1), num_classes: int = 10, *, width: int = 32,
 
 @dataclass(frozen=True)
 class TrainResult:
+    """``learning_rates`` / ``val_accuracy_history``: each epoch's rate and validation accuracy;
+    ``kept_epoch``: the 1-based epoch whose weights the model holds (the best one when early
+    stopping restored it, else the last)."""
+
     epochs: int
     train_accuracy: float
     val_accuracy: float
+    learning_rates: tuple[float, ...] = ()
+    val_accuracy_history: tuple[float, ...] = ()
+    kept_epoch: int = 0
 
 
 def train_classifier(
     model: keras.Model, train: Dataset, val: Dataset, *, epochs: int = 10, batch_size: int = 64,
     learning_rate: float = 1e-3, seed: int = 0, patience: int = 3,
+    lr_patience: "int | None" = None, lr_factor: float = 0.1, min_learning_rate: float = 1e-6,
 ) -> TrainResult:
-    """Train a logits classifier with Adam and early stopping on validation accuracy (in place)."""
+    """Train a logits classifier with Adam and early stopping on validation accuracy (in place).
+
+    Without ``lr_patience`` the rate stays at ``learning_rate`` and training stops after
+    ``patience`` epochs without a validation-accuracy gain (best weights restored). With it,
+    the rate is multiplied by ``lr_factor`` after every ``lr_patience`` epochs without a gain
+    (never below ``min_learning_rate``), so a model that early-stops has also been trained at
+    the lower rates a fine-tune uses: otherwise a fine-tune at a lower rate gains accuracy
+    from the rate alone, and a compressed child fine-tuned that way flatters its method.
+    ``patience`` must then exceed ``lr_patience``, or training would stop before a reduced
+    rate had an epoch to help.
+    """
+    if lr_patience is not None:
+        if not 0 < lr_patience < patience:
+            raise ValueError(
+                f"lr_patience must be in [1, patience - 1] so a reduced rate gets epochs before early stopping; "
+                f"got lr_patience={lr_patience}, patience={patience}.")
+        if not 0 < lr_factor < 1:
+            raise ValueError(f"lr_factor must be in (0, 1); got {lr_factor}.")
     keras.utils.set_random_seed(seed)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -51,14 +76,24 @@ def train_classifier(
         metrics=["accuracy"],
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True)
+    callbacks = [stop]
+    if lr_patience is not None:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy", mode="max", factor=lr_factor, patience=lr_patience, min_lr=min_learning_rate))
     history = model.fit(
         train.x, train.y, validation_data=(val.x, val.y), epochs=epochs, batch_size=batch_size,
-        shuffle=True, verbose=0, callbacks=[stop],
+        shuffle=True, verbose=0, callbacks=callbacks,
     )
+    run = len(history.history["loss"])
+    rates = history.history.get("learning_rate", [learning_rate] * run)
     return TrainResult(
-        epochs=len(history.history["loss"]),
+        epochs=run,
         train_accuracy=accuracy(model, train),
         val_accuracy=accuracy(model, val),
+        learning_rates=tuple(float(r) for r in rates),
+        val_accuracy_history=tuple(float(a) for a in history.history["val_accuracy"]),
+        # Keras restores the best weights only when it stops early; at the epoch cap the last ones stay.
+        kept_epoch=int(np.argmax(history.history["val_accuracy"])) + 1 if stop.stopped_epoch > 0 else run,
     )
 
 
