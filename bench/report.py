@@ -81,6 +81,14 @@ def _pct(value):
     return _f(None if value is None else 100 * value, "{:.1f} %")
 
 
+def _rate_at_kept_epoch(parent: dict) -> str:
+    """The learning rate the parent's kept weights were trained at, and that epoch (records since the schedule)."""
+    rates, kept = parent.get("learning_rates"), parent.get("kept_epoch")
+    if not rates or not kept:
+        return "—"
+    return f"{rates[kept - 1]:.0e} (epoch {kept})"
+
+
 def _met(flag: Optional[bool]) -> str:
     return "n/a" if flag is None else ("**met**" if flag else "**not met**")
 
@@ -682,10 +690,12 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
         for name, c in compare.items():
             p, e = c["parent"], c.get("parent_extra_epochs") or {}
             rows.append([name, f"{p['params']:,}", f"{p['macs']:,}", p.get("epochs"), "yes" if p.get("stopped_early") else "no (cap)",
+                         _rate_at_kept_epoch(p),
                          _f(p.get("seconds_per_epoch"), "{:.0f} s"), _pct(p["val_accuracy"]), _pct(p["test_accuracy"]),
                          f"{_pct(e.get('test_accuracy'))} ({_f(e.get('test_gain_points'), '{:+.2f}')} pt)",
                          _f(c.get("finetune_epoch_s"), "{:.1f} s"), f"{c['data']['train']}/{c['data']['val']}/{c['data']['test']}"])
-        lines += [_table(["model", "params", "MACs/image", "epochs", "early-stopped", "s/epoch", "val acc", "test acc",
+        lines += [_table(["model", "params", "MACs/image", "epochs", "early-stopped", "rate (kept epoch)", "s/epoch",
+                          "val acc", "test acc",
                           "parent + same extra epochs (control)", "one fine-tune epoch", "train/val/test"], rows), ""]
         lines += ["The control column fine-tunes the parent itself with the children's fine-tune settings: a gain there "
                   "means the parent was not converged and a child's post-fine-tune accuracy flatters the method.", ""]
