@@ -65,10 +65,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(attempt: dict) -> str:
-    """" (P(drop < 1.5) = 0.93)": the gate's confidence on validation, when the attempt recorded it."""
-    if attempt.get("val_confidence") is None:
-        return ""
-    return f" (P(drop < {attempt['val_bound']:g}) = {attempt['val_confidence']:.2f})"
+    """" (P(drop < 1.5) = 0.93, P(held-out drop ≤ 1) = 0.81)": the gate's confidence on validation and
+    the predicted held-out pass, each when the attempt recorded it."""
+    parts = []
+    if attempt.get("val_confidence") is not None:
+        parts.append(f"P(drop < {attempt['val_bound']:g}) = {attempt['val_confidence']:.2f}")
+    if attempt.get("heldout_pass_probability") is not None:
+        parts.append(f"P(held-out drop ≤ {attempt['accept_max_drop']:g}) = {attempt['heldout_pass_probability']:.2f}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def print_result(result: dict, console=None) -> None:

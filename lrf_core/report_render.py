@@ -21,6 +21,10 @@ def _num(x) -> str:
     return "—" if x is None else f"{x:,}"
 
 
+def _prob(x: Optional[float]) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
 def _ms(x: Optional[float]) -> str:
     return "—" if x is None else f"{1000 * x:.3f}"
 
@@ -101,13 +105,15 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Recovery budgets", "",
                   "Larger accuracy budgets before the fine-tune were tried first, largest first; a child was kept when "
                   "it passed the gate's accuracy criterion on validation after the fine-tune: drop within the base "
-                  "budget and the paired bootstrap's confidence that it stays below budget + tolerance (the last one "
-                  "tried is kept whatever its drop).", "",
+                  "budget, the paired bootstrap's confidence that it stays below budget + tolerance, and the predicted "
+                  "probability that the gate's drop check passes on the held-out split, at the same confidence (the "
+                  "last one tried is kept whatever its drop).", "",
                   "| budget before fine-tune (points) | params kept | MACs kept | validation drop after fine-tune "
-                  "| P(drop < bound) | kept |",
-                  "|---:|---:|---:|---:|---:|:---:|"]
+                  "| P(drop < bound) | P(held-out drop ≤ budget) | kept |",
+                  "|---:|---:|---:|---:|---:|---:|:---:|"]
         lines += [f"| {a['max_drop_before_finetune']:g} | {_pct(a['params_kept'])} | {_pct(a['macs_kept'])} | "
-                  f"{a['val_drop_after_finetune']:.2f} points | {_confidence(a)} | {'**yes**' if a['kept'] else 'no'} |"
+                  f"{a['val_drop_after_finetune']:.2f} points | {_confidence(a)} | "
+                  f"{_prob(a.get('heldout_pass_probability'))} | {'**yes**' if a['kept'] else 'no'} |"
                   for a in report["recovery"]]
     lines += [f"\nRecovery budget {r['max_drop']:g} points was not tried: {r['reason']}." for r in
               report.get("recovery_skipped", [])]

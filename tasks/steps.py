@@ -335,8 +335,8 @@ def finetune(params: PipelineParams, model: ModelRecord, data: DataRecord, calib
 
     With recovery choices they are fine-tuned first, largest budget first, and the first that
     passes the gate's own accuracy criterion on validation (drop within ``search.max_drop`` and
-    ``gate.max_drop``, and the paired bootstrap's confidence at ``gate.tolerance`` /
-    ``gate.confidence``) is kept (:func:`lrf_core.search.compress.finetune_first_within`); every
+    ``gate.max_drop``, the paired bootstrap's confidence at ``gate.tolerance`` /
+    ``gate.confidence``, and the held-out drop check predicted to pass at ``gate.confidence``) is kept (:func:`lrf_core.search.compress.finetune_first_within`); every
     attempt goes to ``recovery.json``.
     """
     from lrf_core.model_io import save_model_atomic

@@ -40,11 +40,12 @@ def test_no_latency_row_when_latency_was_not_measured():
 
 def test_a_recovery_attempt_shows_its_validation_bootstrap_confidence():
     tried = [{"max_drop_before_finetune": 8.0, "params_kept": 0.155, "val_drop_after_finetune": 0.53,
-              "val_confidence": 0.931, "val_bound": 1.5, "kept": False},
+              "val_confidence": 0.931, "val_bound": 1.5, "heldout_pass_probability": 0.812, "accept_max_drop": 1.0,
+              "kept": False},
              {"max_drop_before_finetune": 1.0, "params_kept": 0.3, "val_drop_after_finetune": 0.1, "kept": True}]
     console = Console(file=io.StringIO(), width=200)
     print_result(_result(latency_ratio=None, recovery=tried), console)
     lines = [line.strip() for line in console.file.getvalue().splitlines() if line.strip().startswith("budget ")]
     assert lines == ["budget 8 points before the fine-tune: params 15.5% kept, validation drop +0.53 after it "
-                     "(P(drop < 1.5) = 0.93), refused",
+                     "(P(drop < 1.5) = 0.93, P(held-out drop ≤ 1) = 0.81), refused",
                      "budget 1 points before the fine-tune: params 30.0% kept, validation drop +0.10 after it, kept"]

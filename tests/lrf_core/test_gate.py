@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from lrf_core.errors import DataError, PlanError
-from lrf_core.gate import GateConfig, bootstrap_drops, gate_verdict, judge_accuracy
+from lrf_core.gate import GateConfig, bootstrap_drops, gate_verdict, heldout_pass_probability, judge_accuracy
 
 
 def _outputs(labels: np.ndarray, wrong: np.ndarray, classes: int = 10) -> np.ndarray:
@@ -118,3 +120,41 @@ def test_judge_accuracy_refuses_flags_that_do_not_pair():
         judge_accuracy(np.ones(5, bool), np.ones(4, bool), GateConfig())
     with pytest.raises(DataError, match="non-empty"):
         judge_accuracy(np.ones(0, bool), np.ones(0, bool), GateConfig())
+
+
+def _flags(n: int, child_wrong: int, child_right: int = 0):
+    """Parent right on the first n - child_right examples; the child wrong on child_wrong of those and right on
+    the child_right the parent misses."""
+    parent = np.ones(n, bool)
+    parent[n - child_right:] = False
+    child = parent.copy()
+    child[:child_wrong] = False
+    child[n - child_right:] = True
+    return parent, child
+
+
+def test_heldout_pass_probability_is_the_normal_prediction_of_the_heldout_drop():
+    parent, child = _flags(360, 2)  # 0.56 points down on validation
+    d = parent.astype(float) - child
+    sd = 100 * np.sqrt(d.var() * (1 / 360 + 1 / 539))
+    expected = 0.5 * (1 + math.erf((1.0 - 100 * d.mean()) / (sd * math.sqrt(2))))
+    assert heldout_pass_probability(parent, child, 1.0, 539) == pytest.approx(expected, rel=1e-12)
+    assert 0.80 < expected < 0.82  # the value the recovery test relies on
+
+
+def test_heldout_pass_probability_behaves_like_a_probability_of_passing():
+    at_budget = _flags(1000, 15, 5)  # drop exactly 1.0 point: a coin flip
+    assert heldout_pass_probability(*at_budget, 1.0, 1000) == pytest.approx(0.5)
+    values = [heldout_pass_probability(*_flags(1000, k), 1.0, 1000) for k in range(0, 26, 2)]
+    assert values == sorted(values, reverse=True) and values[0] == 1.0 and values[-1] < 0.05
+    # a larger held-out split measures the true drop more precisely, so a drop under the budget passes more surely
+    small, large = (heldout_pass_probability(*_flags(1000, 6), 1.0, n) for n in (200, 20000))
+    assert 0.5 < small < large < 1.0
+    assert heldout_pass_probability(*_flags(1000, 0), 0.0, 50) == 1.0  # identical predictions: certain
+
+
+def test_heldout_pass_probability_refuses_empty_flags():
+    with pytest.raises(DataError, match="held-out size"):
+        heldout_pass_probability(np.ones(0, bool), np.ones(0, bool), 1.0, 100)
+    with pytest.raises(DataError, match="held-out size"):
+        heldout_pass_probability(np.ones(5, bool), np.ones(5, bool), 1.0, 0)

@@ -31,8 +31,8 @@ def test_a_recovery_budget_that_was_not_tried_says_why():
 def test_recovery_rows_show_the_validation_bootstrap_confidence():
     tried = [{"max_drop_before_finetune": 8.0, "params_kept": 0.155, "macs_kept": 0.2, "val_drop_after_finetune": 0.53,
               "val_confidence": 0.931, "val_bound": 1.5, "accept_max_drop": 1.0, "accept_confidence": 0.95,
-              "kept": False}]
+              "heldout_pass_probability": 0.8123, "kept": False}]
     text = render_markdown(_report(recovery=tried))
-    assert "| 8 | 15.50 % | 20.00 % | 0.53 points | 0.931 (bound 1.5, needs 0.95) | no |" in text
-    older = {k: v for k, v in tried[0].items() if not k.startswith(("val_c", "val_b", "accept"))}
-    assert "| 0.53 points | — | no |" in render_markdown(_report(recovery=[older]))  # written before it was recorded
+    assert "| 8 | 15.50 % | 20.00 % | 0.53 points | 0.931 (bound 1.5, needs 0.95) | 0.812 | no |" in text
+    older = {k: v for k, v in tried[0].items() if not k.startswith(("val_c", "val_b", "accept", "heldout"))}
+    assert "| 0.53 points | — | — | no |" in render_markdown(_report(recovery=[older]))  # written before it was recorded
