@@ -221,7 +221,10 @@ def load_or_train(name: str, splits, *, mode: str = "full", seed: int = 0, direc
     started = time.perf_counter()
     trained = train_classifier(model, splits.train, splits.val, epochs=plan.max_epochs, batch_size=plan.batch_size,
                                learning_rate=plan.learning_rate, seed=seed, patience=plan.patience,
-                               lr_patience=plan.lr_patience, lr_factor=plan.lr_factor)
+                               lr_patience=plan.lr_patience, lr_factor=plan.lr_factor,
+                               on_epoch=lambda e: log(f"zoo: {name} epoch {e.epoch}/{e.max_epochs}: loss {e.loss:.4f}, "
+                                                      f"val {e.val_accuracy:.4f}, rate {e.learning_rate:.0e}, "
+                                                      f"{e.seconds:.0f} s"))
     seconds = time.perf_counter() - started
     cost = model_cost(model)
     record = {
@@ -234,6 +237,7 @@ def load_or_train(name: str, splits, *, mode: str = "full", seed: int = 0, direc
         "stopped_early": trained.epochs < plan.max_epochs,
         "kept_epoch": trained.kept_epoch,
         "learning_rates": list(trained.learning_rates),
+        "val_accuracy_history": list(trained.val_accuracy_history),  # the convergence evidence, per epoch
         "train_seconds": seconds,
         "seconds_per_epoch": seconds / max(trained.epochs, 1),
         "train_accuracy": trained.train_accuracy,

@@ -6,14 +6,16 @@ parents; ``keras.applications`` architectures with ``weights=None`` work the sam
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import keras
 import numpy as np
 
 from lrf_core.data import Dataset
 
-__all__ = ["digits_cnn", "TrainResult", "train_classifier", "accuracy"]
+__all__ = ["digits_cnn", "EpochLog", "TrainResult", "train_classifier", "accuracy"]
 
 
 def digits_cnn(input_shape=(8, 8, 1), num_classes: int = 10, *, width: int = 32, seed: int = 0) -> keras.Model:
@@ -30,6 +32,24 @@ def digits_cnn(input_shape=(8, 8, 1), num_classes: int = 10, *, width: int = 32,
     x = keras.layers.Dense(128, activation="relu", kernel_initializer=init, name="fc1")(x)
     outputs = keras.layers.Dense(num_classes, kernel_initializer=init, name="logits")(x)
     return keras.Model(inputs, outputs, name="digits_cnn")
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """One finished epoch, as :func:`train_classifier` reports it to ``on_epoch``.
+
+    ``epoch`` is 1-based out of at most ``max_epochs``; ``learning_rate`` is the rate this
+    epoch trained at (a plateau cut at its end applies from the next epoch); ``seconds``
+    covers its training and validation passes.
+    """
+
+    epoch: int
+    max_epochs: int
+    loss: float
+    accuracy: float
+    val_accuracy: float
+    learning_rate: float
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,7 @@ def train_classifier(
     model: keras.Model, train: Dataset, val: Dataset, *, epochs: int = 10, batch_size: int = 64,
     learning_rate: float = 1e-3, seed: int = 0, patience: int = 3,
     lr_patience: "int | None" = None, lr_factor: float = 0.1, min_learning_rate: float = 1e-6,
+    on_epoch: Optional[Callable[[EpochLog], None]] = None,
 ) -> TrainResult:
     """Train a logits classifier with Adam and early stopping on validation accuracy (in place).
 
@@ -61,6 +82,9 @@ def train_classifier(
     from the rate alone, and a compressed child fine-tuned that way flatters its method.
     ``patience`` must then exceed ``lr_patience``, or training would stop before a reduced
     rate had an epoch to help.
+
+    ``on_epoch`` receives an :class:`EpochLog` after every epoch, so a caller can show progress
+    of a training that runs for an hour (the library itself does not print).
     """
     if lr_patience is not None:
         if not 0 < lr_patience < patience:
@@ -80,6 +104,9 @@ def train_classifier(
     if lr_patience is not None:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_accuracy", mode="max", factor=lr_factor, patience=lr_patience, min_lr=min_learning_rate))
+    if on_epoch is not None:
+        # after ReduceLROnPlateau, which writes the epoch's rate into the logs before it cuts the rate
+        callbacks.append(_epoch_reporter(on_epoch, epochs, learning_rate))
     history = model.fit(
         train.x, train.y, validation_data=(val.x, val.y), epochs=epochs, batch_size=batch_size,
         shuffle=True, verbose=0, callbacks=callbacks,
@@ -95,6 +122,22 @@ def train_classifier(
         # Keras restores the best weights only when it stops early; at the epoch cap the last ones stay.
         kept_epoch=int(np.argmax(history.history["val_accuracy"])) + 1 if stop.stopped_epoch > 0 else run,
     )
+
+
+def _epoch_reporter(on_epoch: Callable[[EpochLog], None], max_epochs: int, learning_rate: float) -> keras.callbacks.Callback:
+    started = {}
+
+    def end(epoch: int, logs: dict) -> None:
+        on_epoch(EpochLog(
+            epoch=epoch + 1, max_epochs=max_epochs, loss=float(logs["loss"]), accuracy=float(logs["accuracy"]),
+            val_accuracy=float(logs["val_accuracy"]),
+            # without a schedule Keras logs no rate: it is the constant one
+            learning_rate=float(logs.get("learning_rate", learning_rate)),
+            seconds=time.perf_counter() - started[epoch],
+        ))
+
+    return keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs=None: started.__setitem__(epoch, time.perf_counter()), on_epoch_end=end)
 
 
 def accuracy(model: keras.Model, data: Dataset, *, batch_size: int = 256) -> float:

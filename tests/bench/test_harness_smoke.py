@@ -68,6 +68,9 @@ def test_zoo_and_depth_results(smoke_run):
     record = json.loads((out / "zoo.json").read_text())["models"]["tiny_cnn"]
     for key in ("epochs", "stopped_early", "val_accuracy", "test_accuracy", "params", "macs", "seconds_per_epoch"):
         assert key in record, key
+    # one rate and one validation accuracy per epoch trained: the evidence the parent converged
+    assert len(record["learning_rates"]) == len(record["val_accuracy_history"]) == record["epochs"]
+    assert record["val_accuracy"] == pytest.approx(record["val_accuracy_history"][record["kept_epoch"] - 1], abs=1e-6)
     assert (zoo / "tiny_cnn-smoke.keras").exists()
     depth = json.loads((out / "depth_sweep.json").read_text())
     assert depth["rows"] and depth["rows"][0]["eligible_layers"] > 0 and "candidates" in depth["rows"][0]["phases_s"]
