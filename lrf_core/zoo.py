@@ -106,7 +106,7 @@ def train_classifier(
             monitor="val_accuracy", mode="max", factor=lr_factor, patience=lr_patience, min_lr=min_learning_rate))
     if on_epoch is not None:
         # after ReduceLROnPlateau, which writes the epoch's rate into the logs before it cuts the rate
-        callbacks.append(_epoch_reporter(on_epoch, epochs, learning_rate))
+        callbacks.append(_EpochReporter(on_epoch, epochs, learning_rate))
     history = model.fit(
         train.x, train.y, validation_data=(val.x, val.y), epochs=epochs, batch_size=batch_size,
         shuffle=True, verbose=0, callbacks=callbacks,
@@ -124,20 +124,26 @@ def train_classifier(
     )
 
 
-def _epoch_reporter(on_epoch: Callable[[EpochLog], None], max_epochs: int, learning_rate: float) -> keras.callbacks.Callback:
-    started = {}
+class _EpochReporter(keras.callbacks.Callback):
+    """Hands ``on_epoch`` an :class:`EpochLog` at the end of every epoch."""
 
-    def end(epoch: int, logs: dict) -> None:
-        on_epoch(EpochLog(
-            epoch=epoch + 1, max_epochs=max_epochs, loss=float(logs["loss"]), accuracy=float(logs["accuracy"]),
-            val_accuracy=float(logs["val_accuracy"]),
+    def __init__(self, on_epoch: Callable[[EpochLog], None], max_epochs: int, learning_rate: float):
+        super().__init__()
+        self._on_epoch, self._max_epochs, self._learning_rate = on_epoch, max_epochs, learning_rate
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._on_epoch(EpochLog(
+            epoch=epoch + 1, max_epochs=self._max_epochs, loss=float(logs["loss"]),
+            accuracy=float(logs["accuracy"]), val_accuracy=float(logs["val_accuracy"]),
             # without a schedule Keras logs no rate: it is the constant one
-            learning_rate=float(logs.get("learning_rate", learning_rate)),
-            seconds=time.perf_counter() - started[epoch],
+            learning_rate=float(logs.get("learning_rate", self._learning_rate)),
+            seconds=time.perf_counter() - self._started,
         ))
-
-    return keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs=None: started.__setitem__(epoch, time.perf_counter()), on_epoch_end=end)
 
 
 def accuracy(model: keras.Model, data: Dataset, *, batch_size: int = 256) -> float:
