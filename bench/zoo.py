@@ -16,7 +16,10 @@ Models (all functional, logits out, seeds fixed):
 (Adam 1e-3, batch 64, the rate ×0.1 after ``lr_patience`` epochs without a validation-accuracy
 gain, early stopping after ``patience`` with the best weights restored) and writes ``bench/zoo/<name>-<mode>.keras`` with a sidecar
 ``.json`` training record. A stored parent is reused when its record matches the request
-(same architecture, mode, seed, training plan and data fingerprints). The ``.keras`` files are outputs,
+(same architecture, mode, seed, training plan and data fingerprints). Training writes
+``<name>-<mode>.ckpt.npz`` after every epoch (weights, optimizer state, the schedules' counters):
+a run that was stopped, or lost with its session, continues from there when started again with
+the same request, and the checkpoint is removed once the parent is saved. The ``.keras`` files are outputs,
 not git files (``bench/zoo/`` is git-ignored; ``bench/dvc.yaml`` tracks them with DVC).
 """
 
@@ -28,7 +31,9 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
+
+import numpy as np
 
 from bench.common import ZOO_DIR, configure_tensorflow, load_splits, log
 
@@ -191,6 +196,46 @@ def zoo_path(name: str, mode: str, directory: Path = ZOO_DIR) -> Path:
     return Path(directory) / f"{name}-{mode}.keras"  # never clobbers compress_fashion.py's fashion_vgg.keras
 
 
+def checkpoint_path(name: str, mode: str, directory: Path = ZOO_DIR) -> Path:
+    return zoo_path(name, mode, directory).with_suffix(".ckpt.npz")
+
+
+#: Array-name prefixes of a checkpoint file, one per array list of ``TrainCheckpoint``.
+_CHECKPOINT_ARRAYS = ("weights", "optimizer", "best_weights")
+
+
+def checkpoint_arrays(request: dict, checkpoint, resumed_at: Sequence[int] = ()) -> dict:
+    """A ``TrainCheckpoint``, the request it trains and the epochs it was resumed after, as the arrays
+    of one ``.npz`` (the state as JSON text)."""
+    state = {"request": request, "epochs_done": checkpoint.epochs_done, "seconds": checkpoint.seconds,
+             "history": {k: list(v) for k, v in checkpoint.history.items()}, "stopped": checkpoint.stopped,
+             "learning_rate": checkpoint.learning_rate, "early_stopping": dict(checkpoint.early_stopping), "plateau": dict(checkpoint.plateau),
+             "resumed_at": list(resumed_at)}
+    arrays = {"state": np.array(json.dumps(state, sort_keys=True))}
+    for prefix in _CHECKPOINT_ARRAYS:
+        for i, array in enumerate(getattr(checkpoint, prefix) or ()):
+            arrays[f"{prefix}/{i:04d}"] = np.asarray(array)
+    return arrays
+
+
+def checkpoint_from_arrays(arrays: dict, request: dict):
+    """``(TrainCheckpoint, epochs it was resumed after)`` from :func:`checkpoint_arrays`'s arrays,
+    or ``None`` when they belong to another request (another plan, seed, architecture or data)."""
+    from lrf_core.zoo import TrainCheckpoint
+
+    state = json.loads(str(arrays["state"]))
+    if state["request"] != request:
+        return None
+    lists = {p: tuple(arrays[k] for k in sorted(arrays) if k.startswith(f"{p}/")) for p in _CHECKPOINT_ARRAYS}
+    checkpoint = TrainCheckpoint(
+        epochs_done=state["epochs_done"], seconds=state["seconds"],
+        history={k: tuple(v) for k, v in state["history"].items()}, stopped=state["stopped"],
+        learning_rate=state["learning_rate"], early_stopping=state["early_stopping"], plateau=state["plateau"],
+        weights=lists["weights"], optimizer=lists["optimizer"], best_weights=lists["best_weights"] or None,
+    )
+    return checkpoint, tuple(state["resumed_at"])
+
+
 def load_or_train(name: str, splits, *, mode: str = "full", seed: int = 0, directory: Path = ZOO_DIR,
                   force: bool = False, plan: Optional[TrainPlan] = None):
     """The trained parent ``name`` and its training record (dict); trains and saves when needed."""
@@ -200,7 +245,7 @@ def load_or_train(name: str, splits, *, mode: str = "full", seed: int = 0, direc
     from lrf_core.graph import model_cost
     from lrf_core.model_io import load_model, save_model_atomic
     from lrf_core.zoo import accuracy, train_classifier
-    from tasks.files import write_json_atomic
+    from tasks.files import load_npz, save_npz_atomic, write_json_atomic
 
     plan = plan or TRAIN_PLANS[mode]
     path = zoo_path(name, mode, directory)
@@ -215,17 +260,30 @@ def load_or_train(name: str, splits, *, mode: str = "full", seed: int = 0, direc
         if record.get("request") == request:
             log(f"zoo: reusing {path.name} (trained {record['epochs']} epochs, test {record['test_accuracy']:.4f})")
             return load_model(path), record
-    log(f"zoo: training {name} ({model.count_params():,} params) on {len(splits.train)} images, "
-        f"≤ {plan.max_epochs} epochs, patience {plan.patience}"
-        + (f", rate ×{plan.lr_factor} after {plan.lr_patience} epochs without a gain" if plan.lr_patience else ""))
+    ckpt_path = checkpoint_path(name, mode, directory)
+    resume, resumed_at = None, ()
+    if not force and ckpt_path.exists():
+        saved = checkpoint_from_arrays(load_npz(ckpt_path), request)
+        if saved is None:
+            log(f"zoo: {ckpt_path.name} is from another request (plan, seed, architecture or data): starting over")
+        else:
+            resume, resumed_at = saved[0], (*saved[1], saved[0].epochs_done)
+            log(f"zoo: resuming {name} after epoch {resume.epochs_done} from {ckpt_path.name} "
+                f"(best val {max(resume.history['val_accuracy']):.4f} so far, rate {resume.learning_rate:.0e})")
+    if resume is None:
+        log(f"zoo: training {name} ({model.count_params():,} params) on {len(splits.train)} images, "
+            f"≤ {plan.max_epochs} epochs, patience {plan.patience}"
+            + (f", rate ×{plan.lr_factor} after {plan.lr_patience} epochs without a gain" if plan.lr_patience else ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    trained = train_classifier(model, splits.train, splits.val, epochs=plan.max_epochs, batch_size=plan.batch_size,
-                               learning_rate=plan.learning_rate, seed=seed, patience=plan.patience,
-                               lr_patience=plan.lr_patience, lr_factor=plan.lr_factor,
-                               on_epoch=lambda e: log(f"zoo: {name} epoch {e.epoch}/{e.max_epochs}: loss {e.loss:.4f}, "
-                                                      f"val {e.val_accuracy:.4f}, rate {e.learning_rate:.0e}, "
-                                                      f"{e.seconds:.0f} s"))
-    seconds = time.perf_counter() - started
+    trained = train_classifier(
+        model, splits.train, splits.val, epochs=plan.max_epochs, batch_size=plan.batch_size,
+        learning_rate=plan.learning_rate, seed=seed, patience=plan.patience, lr_patience=plan.lr_patience,
+        lr_factor=plan.lr_factor, resume=resume,
+        on_epoch=lambda e: log(f"zoo: {name} epoch {e.epoch}/{e.max_epochs}: loss {e.loss:.4f}, "
+                               f"val {e.val_accuracy:.4f}, rate {e.learning_rate:.0e}, {e.seconds:.0f} s"),
+        on_checkpoint=lambda c: save_npz_atomic(ckpt_path, checkpoint_arrays(request, c, resumed_at)))
+    seconds = time.perf_counter() - started + (resume.seconds if resume else 0.0)
     cost = model_cost(model)
     record = {
         "request": request,
@@ -238,16 +296,17 @@ def load_or_train(name: str, splits, *, mode: str = "full", seed: int = 0, direc
         "kept_epoch": trained.kept_epoch,
         "learning_rates": list(trained.learning_rates),
         "val_accuracy_history": list(trained.val_accuracy_history),  # the convergence evidence, per epoch
-        "train_seconds": seconds,
+        "train_seconds": seconds,  # over every piece of a resumed run
+        "resumed_after_epochs": list(resumed_at),
         "seconds_per_epoch": seconds / max(trained.epochs, 1),
         "train_accuracy": trained.train_accuracy,
         "val_accuracy": trained.val_accuracy,
         "test_accuracy": accuracy(model, splits.test),
         "train_examples": len(splits.train),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_model_atomic(model, path)
     write_json_atomic(sidecar, record)
+    ckpt_path.unlink(missing_ok=True)  # the parent is saved: nothing left to resume
     log(f"zoo: {name} {record['epochs']} epochs in {seconds:.0f} s, val {record['val_accuracy']:.4f}, "
         f"test {record['test_accuracy']:.4f}{'' if record['stopped_early'] else ' (epoch cap reached)'}")
     return model, record

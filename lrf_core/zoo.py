@@ -7,15 +7,15 @@ parents; ``keras.applications`` architectures with ``weights=None`` work the sam
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
 
 import keras
 import numpy as np
 
 from lrf_core.data import Dataset
 
-__all__ = ["digits_cnn", "EpochLog", "TrainResult", "train_classifier", "accuracy"]
+__all__ = ["digits_cnn", "EpochLog", "TrainCheckpoint", "TrainResult", "train_classifier", "accuracy"]
 
 
 def digits_cnn(input_shape=(8, 8, 1), num_classes: int = 10, *, width: int = 32, seed: int = 0) -> keras.Model:
@@ -66,11 +66,48 @@ class TrainResult:
     kept_epoch: int = 0
 
 
+#: What a checkpoint keeps of each finished epoch (Keras' logs under these names).
+HISTORY_KEYS = ("loss", "accuracy", "val_accuracy", "learning_rate")
+
+
+@dataclass(frozen=True)
+class TrainCheckpoint:
+    """Everything :func:`train_classifier` needs to continue a run after ``epochs_done`` epochs.
+
+    ``weights`` (``model.get_weights()`` order), ``optimizer`` (``optimizer.variables``: the step
+    count, the rate, Adam's moments) and ``best_weights`` (early stopping's best so far) are the
+    arrays; ``history`` holds each finished epoch's :data:`HISTORY_KEYS`; ``early_stopping`` and
+    ``plateau`` the counters of the two schedules (best, wait, ...); ``stopped`` that early
+    stopping had ended the run; ``learning_rate`` the rate the next epoch trains at (after a cut
+    at the end of the last one). ``seconds`` is the training time so far. It holds no file
+    format: saving it is the caller's business (``bench/zoo.py`` writes one ``.npz``).
+    """
+
+    epochs_done: int
+    seconds: float
+    history: Mapping[str, tuple[float, ...]]
+    early_stopping: Mapping[str, Optional[float]]
+    plateau: Mapping[str, Optional[float]]
+    stopped: bool
+    learning_rate: float
+    weights: tuple[np.ndarray, ...]
+    optimizer: tuple[np.ndarray, ...]
+    best_weights: Optional[tuple[np.ndarray, ...]] = field(default=None)
+
+    def __post_init__(self):
+        lengths = {k: len(self.history.get(k, ())) for k in HISTORY_KEYS}
+        if set(lengths.values()) != {self.epochs_done}:
+            raise ValueError(f"A checkpoint after {self.epochs_done} epochs needs that many entries of each of "
+                             f"{HISTORY_KEYS}; it has {lengths}.")
+
+
 def train_classifier(
     model: keras.Model, train: Dataset, val: Dataset, *, epochs: int = 10, batch_size: int = 64,
     learning_rate: float = 1e-3, seed: int = 0, patience: int = 3,
     lr_patience: "int | None" = None, lr_factor: float = 0.1, min_learning_rate: float = 1e-6,
     on_epoch: Optional[Callable[[EpochLog], None]] = None,
+    on_checkpoint: Optional[Callable[[TrainCheckpoint], None]] = None,
+    resume: Optional[TrainCheckpoint] = None,
 ) -> TrainResult:
     """Train a logits classifier with Adam and early stopping on validation accuracy (in place).
 
@@ -85,6 +122,14 @@ def train_classifier(
 
     ``on_epoch`` receives an :class:`EpochLog` after every epoch, so a caller can show progress
     of a training that runs for an hour (the library itself does not print).
+
+    ``on_checkpoint`` receives a :class:`TrainCheckpoint` after every epoch; passing one back as
+    ``resume`` (with a freshly built ``model`` of the same architecture and the same arguments)
+    continues that run where it stood: weights, optimizer state, rate, the early-stopping and
+    plateau counters and the history so far. The continued epochs are shuffled from
+    ``seed + epochs_done``, so a resumed run is reproducible from its checkpoint but not
+    bit-identical to one that was never interrupted (an unresumed run is unchanged by this).
+    A parent that trains for hours on a slow host survives the end of a session this way.
     """
     if lr_patience is not None:
         if not 0 < lr_patience < patience:
@@ -93,35 +138,118 @@ def train_classifier(
                 f"got lr_patience={lr_patience}, patience={patience}.")
         if not 0 < lr_factor < 1:
             raise ValueError(f"lr_factor must be in (0, 1); got {lr_factor}.")
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed if resume is None else seed + resume.epochs_done)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True)
-    callbacks = [stop]
+    plateau = None
     if lr_patience is not None:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy", mode="max", factor=lr_factor, patience=lr_patience, min_lr=min_learning_rate))
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy", mode="max", factor=lr_factor, patience=lr_patience, min_lr=min_learning_rate)
+    callbacks = [c for c in (stop, plateau) if c is not None]
     if on_epoch is not None:
         # after ReduceLROnPlateau, which writes the epoch's rate into the logs before it cuts the rate
         callbacks.append(_EpochReporter(on_epoch, epochs, learning_rate))
-    history = model.fit(
-        train.x, train.y, validation_data=(val.x, val.y), epochs=epochs, batch_size=batch_size,
-        shuffle=True, verbose=0, callbacks=callbacks,
-    )
-    run = len(history.history["loss"])
-    rates = history.history.get("learning_rate", [learning_rate] * run)
+    # last: it restores the schedules' counters after they reset, and snapshots them after they count
+    checkpointer = _Checkpointer(stop, plateau, learning_rate, resume, on_checkpoint)
+    callbacks.append(checkpointer)
+    if resume is not None:
+        _restore_model(model, resume)
+    if resume is None or not (resume.stopped or resume.epochs_done >= epochs):
+        model.fit(
+            train.x, train.y, validation_data=(val.x, val.y), epochs=epochs, batch_size=batch_size,
+            shuffle=True, verbose=0, callbacks=callbacks, initial_epoch=resume.epochs_done if resume else 0,
+        )
+    else:  # the run had ended; only the finished model was not written
+        checkpointer.restore_counters()
+        if resume.best_weights is not None:
+            model.set_weights(list(resume.best_weights))
+    history = checkpointer.history
+    run = len(history["loss"])
     return TrainResult(
         epochs=run,
         train_accuracy=accuracy(model, train),
         val_accuracy=accuracy(model, val),
-        learning_rates=tuple(float(r) for r in rates),
-        val_accuracy_history=tuple(float(a) for a in history.history["val_accuracy"]),
-        # Keras restores the best weights only when it stops early; at the epoch cap the last ones stay.
-        kept_epoch=int(np.argmax(history.history["val_accuracy"])) + 1 if stop.stopped_epoch > 0 else run,
+        learning_rates=tuple(history["learning_rate"]),
+        val_accuracy_history=tuple(history["val_accuracy"]),
+        # Keras 3 restores the best weights when fit ends, early or at the cap (the first best: a gain is strict)
+        kept_epoch=int(np.argmax(history["val_accuracy"])) + 1,
     )
+
+
+def _restore_model(model: keras.Model, checkpoint: TrainCheckpoint) -> None:
+    """Load a checkpoint's weights and optimizer state (step count, rate, moments) into ``model``."""
+    model.set_weights(list(checkpoint.weights))
+    model.optimizer.build(model.trainable_variables)
+    if len(model.optimizer.variables) != len(checkpoint.optimizer):
+        raise ValueError(f"The checkpoint holds {len(checkpoint.optimizer)} optimizer variables; this model's "
+                         f"optimizer has {len(model.optimizer.variables)}. Was it saved from another architecture?")
+    model.optimizer.set_weights(list(checkpoint.optimizer))
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Keeps the run's history across a resume, and hands out a :class:`TrainCheckpoint` per epoch.
+
+    Keras' History starts empty on every ``fit`` call and its schedules reset their counters in
+    ``on_train_begin``; placed after them, this restores those counters from ``resume`` and
+    snapshots them once they have counted the epoch.
+    """
+
+    _STOP_STATE = ("best", "wait", "best_epoch", "stopped_epoch")
+    _PLATEAU_STATE = ("best", "wait", "cooldown_counter")
+
+    def __init__(self, stop, plateau, learning_rate: float, resume: Optional[TrainCheckpoint],
+                 on_checkpoint: Optional[Callable[[TrainCheckpoint], None]]):
+        super().__init__()
+        self._stop, self._plateau, self._learning_rate = stop, plateau, learning_rate
+        self._resume, self._on_checkpoint = resume, on_checkpoint
+        self.history = {k: list(resume.history[k]) if resume else [] for k in HISTORY_KEYS}
+        self._seconds = resume.seconds if resume else 0.0
+        self._started = 0.0
+
+    def restore_counters(self) -> None:
+        for name in self._STOP_STATE:
+            setattr(self._stop, name, self._resume.early_stopping[name])
+        self._stop.best_weights = list(self._resume.best_weights) if self._resume.best_weights else None
+        if self._plateau is not None:
+            for name in self._PLATEAU_STATE:
+                setattr(self._plateau, name, self._resume.plateau[name])
+
+    def on_train_begin(self, logs=None):
+        if self._resume is not None:
+            self.restore_counters()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs.setdefault("learning_rate", self._learning_rate)  # without a schedule Keras logs no rate
+        for key in HISTORY_KEYS:
+            self.history[key].append(float(logs[key]))
+        self._seconds += time.perf_counter() - self._started
+        if self._on_checkpoint is None:
+            return
+        best = self._stop.best_weights
+        self._on_checkpoint(TrainCheckpoint(
+            epochs_done=epoch + 1, seconds=self._seconds,
+            history={k: tuple(v) for k, v in self.history.items()},
+            early_stopping={n: _plain(getattr(self._stop, n)) for n in self._STOP_STATE},
+            plateau={n: _plain(getattr(self._plateau, n)) for n in self._PLATEAU_STATE} if self._plateau else {},
+            stopped=bool(self.model.stop_training),
+            learning_rate=float(np.asarray(self.model.optimizer.learning_rate)),
+            weights=tuple(self.model.get_weights()),
+            optimizer=tuple(np.asarray(v) for v in self.model.optimizer.variables),
+            best_weights=tuple(best) if best is not None else None,
+        ))
+
+
+def _plain(value):
+    """A schedule counter as a JSON-able number (Keras keeps some as NumPy scalars)."""
+    return None if value is None else float(value) if isinstance(value, (float, np.floating)) else int(value)
 
 
 class _EpochReporter(keras.callbacks.Callback):
