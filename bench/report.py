@@ -875,7 +875,8 @@ def _budget_section(compare: dict) -> list[str]:
         for budget, r in points:
             rows.append([name, f"{budget:g}", r["status"] if r["status"] != "ok" else "", _pct(r["params_kept"]), _pct(r["macs_kept"]),
                          _f(_bound(r, compare[name]), "{:+.2f}"), _f(r["test_drop_no_ft"], "{:+.2f}"),
-                         _f(r["test_drop"], "{:+.2f}"), _f(_drop_vs_control(r, compare[name]), "{:+.2f}"),
+                         _f(r["test_drop"], "{:+.2f}"), _f(_val_drop(r, compare[name]), "{:+.2f}"),
+                         _f(_drop_vs_control(r, compare[name]), "{:+.2f}"),
                          "pass" if r["gate_passed"] else ("fail" if r["gate_passed"] is not None else "—")])
         passing = [(b, r) for b, r in points if r["status"] == "ok" and r["gate_passed"]]
         if passing:
@@ -892,12 +893,48 @@ def _budget_section(compare: dict) -> list[str]:
             "budget and keep the gate at the same point: how much compression the one-shot fine-tune buys back. "
             "\"bound\" is the 95 % upper bound of the estimated drop the search accepted.", "",
             _table(["model", "budget before FT (pt)", "status", "params kept", "MACs kept", "bound (pt)",
-                    "drop no-FT (pt)", "drop FT (pt)", "drop FT vs control (pt)", "gate"], rows), "",
+                    "drop no-FT (pt)", "drop FT (pt)", "validation drop FT (pt)", "drop FT vs control (pt)", "gate"],
+                   rows), "",
             "Largest budget whose child still passes the gate: " + "; ".join(best) + ".", "",
+            *_validation_gap_lines(compare),
             *((["`lrflow_recovery` (the recovery budgets fine-tuned in turn, largest first, the first within 1 point "
                 "on validation after its fine-tune kept; what `search.recovery_budgets: auto` in `params.yaml` and "
                 "`lrf compress --max-drop` do by default):", ""]
                + [f"- {line}" for line in recovery] + [""]) if recovery else [])]
+
+
+def _val_drop(row: dict, c: dict) -> Optional[float]:
+    """A row's final drop on the validation split (points), when the row and its parent record both have it."""
+    parent = (c.get("parent") or {}).get("val_accuracy")
+    if parent is None or row.get("val_accuracy") is None:
+        return None
+    return 100 * (parent - row["val_accuracy"])
+
+
+def validation_gap(compare: dict) -> dict[str, tuple[float, int]]:
+    """Per model: mean (validation drop − test drop) after the fine-tune over its fine-tuned children, and their count."""
+    gaps = {}
+    for name, c in compare.items():
+        pairs = [(_val_drop(r, c), r["test_drop"]) for r in c["rows"]
+                 if r["status"] == "ok" and r.get("finetuned") and r.get("test_drop") is not None]
+        diffs = [v - t for v, t in pairs if v is not None]
+        if diffs:
+            gaps[name] = (sum(diffs) / len(diffs), len(diffs))
+    return gaps
+
+
+def _validation_gap_lines(compare: dict) -> list[str]:
+    """Why the recovery budgets, judged on validation, refuse children the test gate would pass."""
+    gaps = validation_gap(compare)
+    if not gaps:
+        return []
+    text = "; ".join(f"{name} {gap:+.2f} pt over {n} children" for name, (gap, n) in gaps.items())
+    return ["Validation vs test after the fine-tune, mean (validation drop − test drop): " + text + ". A positive "
+            "gap means validation judges fine-tuned children more harshly than the held-out test split; the recovery "
+            "budgets accept on validation, so it makes them refuse children the gate would pass. A likely cause, not "
+            "established: the zoo's parents were early-stopped (and their rate cut) on this validation split, so the "
+            "parent's validation accuracy is the best of its epochs there, and a child the fine-tune moves away from "
+            "the parent's weights keeps less of that selection.", ""]
 
 
 def _bound(row: dict, c: dict) -> Optional[float]:
@@ -914,10 +951,18 @@ def _recovery_line(name: str, c: dict, variant: str = "lrflow_recovery") -> Opti
     if not row or row["status"] != "ok" or not tried:
         return None
     steps = ", ".join(f"{a['max_drop_before_finetune']:g} pt → validation drop {a['val_drop_after_finetune']:+.2f}"
-                      f"{' **kept**' if a['kept'] else ''}" for a in tried)
+                      f"{_by_epoch(a)}{' **kept**' if a['kept'] else ''}" for a in tried)
     return (f"{name}: {steps}; test drop {_f(row['test_drop'], '{:+.2f}')} ({'pass' if row['gate_passed'] else 'fail'}), "
             f"params {_pct(row['params_kept'])}, MACs {_pct(row['macs_kept'])} kept, "
             f"{len(tried)} fine-tune(s) in {_f(row['finetune_s'], '{:.0f}')} s")
+
+
+def _by_epoch(attempt: dict) -> str:
+    """`` (+5.20 untuned → +2.10 → +1.75 by epoch)``: an attempt's validation drop through its fine-tune, when recorded."""
+    drops = attempt.get("val_drop_by_epoch")
+    if not drops:
+        return ""
+    return f" ({drops[0]:+.2f} untuned → " + " → ".join(f"{d:+.2f}" for d in drops[1:]) + " by epoch)"
 
 
 def _dask_section(dask: Optional[dict]) -> list[str]:

@@ -600,7 +600,8 @@ def finetune_first_within(
     measured. ``parent`` gives the parent model; it is called only when needed (several rungs,
     or distillation), so the usual single fine-tune does not load it. Returns ``(index kept,
     fine-tuned child, its result, attempts)``; an attempt records its budget, params and MACs
-    kept, validation drop and bootstrap confidence, and whether it was kept.
+    kept, validation drop (after the fine-tune, and before it and after each of its epochs) and
+    bootstrap confidence, and whether it was kept.
     """
     progress = progress or (lambda phase, done, total: None)
     timer = timer or (lambda name: contextlib.nullcontext())
@@ -628,6 +629,8 @@ def finetune_first_within(
         kept = i == len(rungs) - 1 or (judged.passed and predicted >= accept.confidence)
         tried.append({"max_drop_before_finetune": budget, "params_kept": cost.params / parent_cost.params,
                       "macs_kept": cost.macs / max(parent_cost.macs, 1), "val_drop_after_finetune": judged.drop_points,
+                      # entry 0 before the fine-tune, then one per epoch: how early a rung's fate shows
+                      "val_drop_by_epoch": [100 * (float(parent_ok.mean()) - a) for a in ft.val_accuracy_history],
                       "val_confidence": judged.confidence, "val_bound": judged.bound,
                       "heldout_pass_probability": predicted, "heldout_examples": heldout,
                       "accept_max_drop": accept.max_drop, "accept_confidence": accept.confidence, "kept": kept})

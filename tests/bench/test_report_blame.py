@@ -1,4 +1,7 @@
 """The report's "responsible" column is computed from the result JSON alone: check it on hand-made rows."""
+
+import pytest
+
 from bench.report import _block_medians, _sigma_blame, _sigma_gains, _slow_blame, goals
 
 
@@ -112,7 +115,8 @@ def test_budget_section_orders_budgets_and_names_the_largest_that_still_passes_t
     assert list(points) == ["m"]
     assert [(b, r["variant"]) for b, r in points["m"]] == [(1.0, "lrflow"), (2.0, "lrflow_budget2"), (4.0, "lrflow_budget4")]
     text = "\n".join(_budget_section(compare))
-    assert "| m | 2 |  | 40.0 % | 50.0 % | — | +1.80 | +0.40 | +1.40 | pass |" in text  # vs control: 91 − 89.6
+    assert "| m | 2 |  | 40.0 % | 50.0 % | — | +1.80 | +0.40 | — | +1.40 | pass |" in text  # vs control: 91 − 89.6
+    assert "Validation vs test" not in text  # no validation accuracies recorded: no gap line
     assert "Largest budget whose child still passes the gate: m: 2 point(s) (params 40.0 %, MACs 50.0 % kept, " \
            "drop after fine-tune +0.40)." in text
     assert _budget_section({"alone": compare["alone"]}) == []
@@ -129,6 +133,10 @@ def test_the_recovery_line_lists_every_attempt_and_the_kept_one():
     text = "\n".join(_budget_section(compare))
     assert ("- m: 8 pt → validation drop +1.70, 4 pt → validation drop +0.40 **kept**; test drop +0.80 (pass), "
             "params 20.0 %, MACs 30.0 % kept, 2 fine-tune(s) in 300 s") in text
+    # with the drops through each fine-tune (recorded since the per-epoch attempts): how early each fate showed
+    tried[0]["val_drop_by_epoch"] = [6.5, 2.25, 1.7]
+    text = "\n".join(_budget_section(compare))
+    assert "8 pt → validation drop +1.70 (+6.50 untuned → +2.25 → +1.70 by epoch), 4 pt → validation drop +0.40 **kept**" in text
 
 
 def test_the_compression_goals_are_stated_for_the_recovery_variant_too_and_only_where_it_ran():
@@ -164,3 +172,23 @@ def test_the_accepted_bound_is_matched_by_cost_not_by_lambda():
     path = [{"lambda": 1e-2, "params_kept": 0.4, "est_drop_ucb95": 0.9}, {"lambda": 1e-1, "params_kept": 0.2, "est_drop_ucb95": 3.0},
             {"lambda": 2e-2, "params_kept": 0.4, "est_drop_ucb95": 0.9}]
     assert accepted_bound(path, 0.4) == 0.9 and accepted_bound(path, 0.2) == 3.0 and accepted_bound(path, 0.3) is None
+
+
+def test_the_validation_gap_after_the_fine_tune_is_reported_per_model():
+    from bench.report import _budget_section, validation_gap
+
+    def row(variant, drop, val_accuracy, finetuned=True, status="ok"):
+        return {**_budget_row(variant, 0.2, 0.3, 1.0, drop, True, status), "val_accuracy": val_accuracy,
+                "finetuned": finetuned}
+
+    rows = [row("lrflow", 0.4, 0.935),             # validation 0.70 down, test 0.40: gap +0.30
+            row("lrflow_budget4", 0.6, 0.928),     # 1.40 vs 0.60: +0.80
+            row("sigma@macs50", 0.3, 0.930, finetuned=False),  # not fine-tuned: not counted
+            row("lrflow_budget2", 0.5, None),      # no validation accuracy: not counted
+            row("dprp", 9.0, 0.5, status="error")]
+    compare = {"m": {"gate_points": 1.0, "rows": rows, "parent": {"val_accuracy": 0.942}}}
+    (gap, n), = validation_gap(compare).values()
+    assert n == 2 and gap == pytest.approx(0.55)
+    text = "\n".join(_budget_section(compare))
+    assert "mean (validation drop − test drop): m +0.55 pt over 2 children." in text
+    assert "| m | 4 |  | 20.0 % | 30.0 % | — | +1.00 | +0.60 | +1.40 | — | pass |" in text

@@ -380,6 +380,7 @@ def test_recovery_rungs_are_larger_budgets_largest_first_and_leave_the_base_choi
 
 
 VAL_EXAMPLES = 360  # the fake validation verdicts' size: one example is 0.28 points
+UNTUNED_EXTRA_WRONG = 4  # the fake children get these wrong before their fine-tune
 
 
 def _fake_rungs(monkeypatch, wrong):
@@ -394,7 +395,8 @@ def _fake_rungs(monkeypatch, wrong):
     def fake_finetune(model, train, val, config, teacher=None, on_epoch=None):
         calls.append(model.count_params())
         acc = 1 - wrong[len(calls) - 1] / VAL_EXAMPLES
-        return FinetuneResult(1, 1, acc, acc, 0.0, (acc, acc))
+        before = acc - UNTUNED_EXTRA_WRONG / VAL_EXAMPLES  # the fine-tune's epoch recovers these
+        return FinetuneResult(1, 1, before, acc, 0.0, (before, acc))
 
     def fake_correct(model, split):
         flags = np.ones(VAL_EXAMPLES, bool)
@@ -422,6 +424,9 @@ def test_finish_keeps_the_first_rung_the_gate_criterion_accepts_after_the_fine_t
     assert [t["kept"] for t in tried] == [False] * kept_at + [True]
     assert [t["val_drop_after_finetune"] for t in tried] == pytest.approx(
         [100 * w / VAL_EXAMPLES for w in wrong[: kept_at + 1]])
+    for t, w in zip(tried, wrong):  # before the fine-tune, then after its one epoch
+        assert t["val_drop_by_epoch"] == pytest.approx([100 * (w + UNTUNED_EXTRA_WRONG) / VAL_EXAMPLES,
+                                                        100 * w / VAL_EXAMPLES])
     assert all(t["val_bound"] == 1.5 and t["accept_max_drop"] == 1.0 and t["accept_confidence"] == 0.95 for t in tried)
     rung = [*searched.recovery, searched][kept_at]
     assert result.report["config"]["max_drop"] == rung.max_drop
