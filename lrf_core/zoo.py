@@ -149,13 +149,10 @@ def train_classifier(
     if lr_patience is not None:
         plateau = keras.callbacks.ReduceLROnPlateau(
             monitor="val_accuracy", mode="max", factor=lr_factor, patience=lr_patience, min_lr=min_learning_rate)
-    callbacks = [c for c in (stop, plateau) if c is not None]
-    if on_epoch is not None:
-        # after ReduceLROnPlateau, which writes the epoch's rate into the logs before it cuts the rate
-        callbacks.append(_EpochReporter(on_epoch, epochs, learning_rate))
-    # last: it restores the schedules' counters after they reset, and snapshots them after they count
-    checkpointer = _Checkpointer(stop, plateau, learning_rate, resume, on_checkpoint)
-    callbacks.append(checkpointer)
+    # last: it restores the schedules' counters after they reset, snapshots them after they count, and reads
+    # the epoch's rate from the logs, where ReduceLROnPlateau writes it before it cuts the rate
+    recorder = _EpochRecorder(stop, plateau, learning_rate, epochs, resume, on_epoch, on_checkpoint)
+    callbacks = [c for c in (stop, plateau, recorder) if c is not None]
     if resume is not None:
         _restore_model(model, resume)
     if resume is None or not (resume.stopped or resume.epochs_done >= epochs):
@@ -163,11 +160,9 @@ def train_classifier(
             train.x, train.y, validation_data=(val.x, val.y), epochs=epochs, batch_size=batch_size,
             shuffle=True, verbose=0, callbacks=callbacks, initial_epoch=resume.epochs_done if resume else 0,
         )
-    else:  # the run had ended; only the finished model was not written
-        checkpointer.restore_counters()
-        if resume.best_weights is not None:
-            model.set_weights(list(resume.best_weights))
-    history = checkpointer.history
+    elif resume.best_weights is not None:  # the run had ended; only the finished model was not written
+        model.set_weights(list(resume.best_weights))
+    history = recorder.history
     run = len(history["loss"])
     return TrainResult(
         epochs=run,
@@ -190,8 +185,9 @@ def _restore_model(model: keras.Model, checkpoint: TrainCheckpoint) -> None:
     model.optimizer.set_weights(list(checkpoint.optimizer))
 
 
-class _Checkpointer(keras.callbacks.Callback):
-    """Keeps the run's history across a resume, and hands out a :class:`TrainCheckpoint` per epoch.
+class _EpochRecorder(keras.callbacks.Callback):
+    """Keeps the run's history across a resume; hands ``on_epoch`` an :class:`EpochLog` and
+    ``on_checkpoint`` a :class:`TrainCheckpoint` at the end of every epoch.
 
     Keras' History starts empty on every ``fit`` call and its schedules reset their counters in
     ``on_train_begin``; placed after them, this restores those counters from ``resume`` and
@@ -201,26 +197,25 @@ class _Checkpointer(keras.callbacks.Callback):
     _STOP_STATE = ("best", "wait", "best_epoch", "stopped_epoch")
     _PLATEAU_STATE = ("best", "wait", "cooldown_counter")
 
-    def __init__(self, stop, plateau, learning_rate: float, resume: Optional[TrainCheckpoint],
+    def __init__(self, stop, plateau, learning_rate: float, max_epochs: int, resume: Optional[TrainCheckpoint],
+                 on_epoch: Optional[Callable[[EpochLog], None]],
                  on_checkpoint: Optional[Callable[[TrainCheckpoint], None]]):
         super().__init__()
-        self._stop, self._plateau, self._learning_rate = stop, plateau, learning_rate
-        self._resume, self._on_checkpoint = resume, on_checkpoint
+        self._stop, self._plateau, self._learning_rate, self._max_epochs = stop, plateau, learning_rate, max_epochs
+        self._resume, self._on_epoch, self._on_checkpoint = resume, on_epoch, on_checkpoint
         self.history = {k: list(resume.history[k]) if resume else [] for k in HISTORY_KEYS}
         self._seconds = resume.seconds if resume else 0.0
         self._started = 0.0
 
-    def restore_counters(self) -> None:
+    def on_train_begin(self, logs=None):
+        if self._resume is None:
+            return
         for name in self._STOP_STATE:
             setattr(self._stop, name, self._resume.early_stopping[name])
         self._stop.best_weights = list(self._resume.best_weights) if self._resume.best_weights else None
         if self._plateau is not None:
             for name in self._PLATEAU_STATE:
                 setattr(self._plateau, name, self._resume.plateau[name])
-
-    def on_train_begin(self, logs=None):
-        if self._resume is not None:
-            self.restore_counters()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -230,7 +225,12 @@ class _Checkpointer(keras.callbacks.Callback):
         logs.setdefault("learning_rate", self._learning_rate)  # without a schedule Keras logs no rate
         for key in HISTORY_KEYS:
             self.history[key].append(float(logs[key]))
-        self._seconds += time.perf_counter() - self._started
+        seconds = time.perf_counter() - self._started
+        self._seconds += seconds
+        if self._on_epoch is not None:
+            self._on_epoch(EpochLog(epoch=epoch + 1, max_epochs=self._max_epochs, loss=float(logs["loss"]),
+                                    accuracy=float(logs["accuracy"]), val_accuracy=float(logs["val_accuracy"]),
+                                    learning_rate=float(logs["learning_rate"]), seconds=seconds))
         if self._on_checkpoint is None:
             return
         best = self._stop.best_weights
@@ -250,28 +250,6 @@ class _Checkpointer(keras.callbacks.Callback):
 def _plain(value):
     """A schedule counter as a JSON-able number (Keras keeps some as NumPy scalars)."""
     return None if value is None else float(value) if isinstance(value, (float, np.floating)) else int(value)
-
-
-class _EpochReporter(keras.callbacks.Callback):
-    """Hands ``on_epoch`` an :class:`EpochLog` at the end of every epoch."""
-
-    def __init__(self, on_epoch: Callable[[EpochLog], None], max_epochs: int, learning_rate: float):
-        super().__init__()
-        self._on_epoch, self._max_epochs, self._learning_rate = on_epoch, max_epochs, learning_rate
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self._on_epoch(EpochLog(
-            epoch=epoch + 1, max_epochs=self._max_epochs, loss=float(logs["loss"]),
-            accuracy=float(logs["accuracy"]), val_accuracy=float(logs["val_accuracy"]),
-            # without a schedule Keras logs no rate: it is the constant one
-            learning_rate=float(logs.get("learning_rate", self._learning_rate)),
-            seconds=time.perf_counter() - self._started,
-        ))
 
 
 def accuracy(model: keras.Model, data: Dataset, *, batch_size: int = 256) -> float:
