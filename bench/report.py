@@ -276,23 +276,40 @@ def _compression_goals(compare: dict, variant: str, label: str) -> list[dict]:
 
     def blame(m: str) -> str:
         return _budget_blame(compare[m]) if variant == "lrflow" else (
-            "; " + (_recovery_line(m, compare[m], variant) or "no recovery attempts recorded"))
+            "; " + (_recovery_line("rungs", compare[m], variant) or "no recovery attempts recorded"))
 
-    where = "; ".join(f"{m}: params −{100 * (1 - r['params_kept']):.0f} %, MACs −{100 * (1 - r['macs_kept']):.0f} %, "
-                      f"drop {_f(r['test_drop'], '{:+.2f}')} pt, remaining MACs in {_top_types(r['cost_by_type'], 'macs')}"
-                      + blame(m) for m, r in rows.items())
-    best = []
+    where = [f"{m}: params −{100 * (1 - r['params_kept']):.0f} %, MACs −{100 * (1 - r['macs_kept']):.0f} %, "
+             f"drop {_f(r['test_drop'], '{:+.2f}')} pt, remaining MACs in {_top_types(r['cost_by_type'], 'macs')}"
+             + blame(m) for m, r in rows.items()]
+    best = {}
     for m, c in compare.items():
         passing = [r for r in c["rows"] if r["status"] == "ok" and r["gate_passed"] and r["macs_kept"] is not None]
         if passing:
-            b = min(passing, key=lambda r: r["macs_kept"])
-            best.append(f"{m}: {b['variant']} (params −{100 * (1 - b['params_kept']):.0f} %, MACs −{100 * (1 - b['macs_kept']):.0f} %)")
+            best[m] = min(passing, key=lambda r: r["macs_kept"])
     over = f" over {', '.join(rows)}" if len(rows) < len(compare) else ""
     return [{"goal": f"params −90 % avg at ≤ 1.0 point test drop ({label}){over}", "value": f"−{avg_p:.1f} %",
-             "met": avg_p >= GOALS["params_reduction_avg"] and gates, "why": where},
+             "met": avg_p >= GOALS["params_reduction_avg"] and gates, "why": where,
+             "short": _compression_short(compare, rows, variant)},
             {"goal": f"MACs −70 % avg at ≤ 1.0 point test drop ({label}){over}", "value": f"−{avg_m:.1f} %",
              "met": avg_m >= GOALS["macs_reduction_avg"] and gates,
-             "why": "most MACs removed by a gate-passing variant: " + "; ".join(best)}]
+             "why": [f"{m}: most MACs removed by a gate-passing variant: {b['variant']} (params "
+                     f"−{100 * (1 - b['params_kept']):.0f} %, MACs −{100 * (1 - b['macs_kept']):.0f} %)" for m, b in best.items()],
+             "short": "best gate-passing variant: " + ", ".join(f"{m} {b['variant']} (MACs −{100 * (1 - b['macs_kept']):.0f} %)"
+                                                            for m, b in best.items())}]
+
+
+def _compression_short(compare: dict, rows: dict, variant: str) -> str:
+    """One line for the goals table: where the single budget binds, or which recovery rung each model kept."""
+    if variant == "lrflow":
+        bound = [m for m in rows if _budget_blame(compare[m])]
+        return f"the accuracy budget before the fine-tune binds ({', '.join(bound)})" if bound else ""
+    kept = []
+    for m in rows:
+        tried = ((compare[m].get("extras") or {}).get(variant) or {}).get("recovery") or []
+        chosen = next((a for a in tried if a["kept"]), None)
+        if chosen:
+            kept.append(f"{m} the {chosen['max_drop_before_finetune']:g} pt one after {len(tried)} fine-tune(s)")
+    return ("rung kept on validation: " + ", ".join(kept)) if kept else ""
 
 
 def goals(results: dict) -> list[dict]:
@@ -313,14 +330,16 @@ def goals(results: dict) -> list[dict]:
                 cmp_rows.append((m, s, f))
     if sig_rows:
         worst = max(sig_rows, key=lambda t: t[1]["test_drop_no_ft"])
-        details = "; ".join(_sigma_detail(m, s, compare[m]) for m, s in sig_rows)
         out.append({"goal": "Σ-aware, no fine-tune: ≤ 2 points drop at −50 % MACs", "value": f"worst {worst[1]['test_drop_no_ft']:+.2f} pt ({worst[0]})",
-                    "met": all(s["test_drop_no_ft"] <= GOALS["sigma_drop_at_macs50"] for _, s in sig_rows), "why": details})
+                    "met": all(s["test_drop_no_ft"] <= GOALS["sigma_drop_at_macs50"] for _, s in sig_rows),
+                    "why": [_sigma_detail(m, s, compare[m]) for m, s in sig_rows],
+                    "short": f"largest Σ-error of the worst model's layers: {worst[0]} {_worst_layer(worst[1])}"})
     if cmp_rows:
         gains = [(m, f["test_drop_no_ft"] - s["test_drop_no_ft"]) for m, s, f in cmp_rows]
         out.append({"goal": "Σ ≥ 1 point better than Frobenius at equal ranks (no fine-tune, MACs ≤ 50 %)",
                     "value": ", ".join(f"{m} {g:+.2f} pt" for m, g in gains),
-                    "met": all(g >= GOALS["sigma_vs_frobenius_points"] for _, g in gains), "why": _sigma_blame(compare)})
+                    "met": all(g >= GOALS["sigma_vs_frobenius_points"] for _, g in gains), "why": _sigma_blame(compare),
+                    "short": _sigma_short(compare)})
     # 3. latency
     lat_rows = [(m, r) for m, c in compare.items() for r in c["rows"]
                 if r["status"] == "ok" and r.get("latency") and (r["macs_kept"] or 1) < 0.999]
@@ -333,7 +352,7 @@ def goals(results: dict) -> list[dict]:
             ok = sum(v >= GOALS["speedup_over_macs_ratio"] for _, _, v in vals)
             med = sorted(v for _, _, v in vals)[len(vals) // 2]
             out.append({"goal": f"speedup ≥ 0.8 × MACs ratio ({label})", "value": f"{ok}/{len(vals)} compressed children; median ratio {med:.2f}",
-                        "met": ok == len(vals), "why": _block_blame(compare)})
+                        "met": ok == len(vals), "why": _block_blame(compare), "short": _block_short(compare)})
         for key, label in (("speedup_tf_b1", "TF batch 1"), ("speedup_tf_b64", "TF batch 64"), ("speedup_tflite_b1", "TFLite batch 1")):
             vals = [(m, r["variant"], r["latency"][key]) for m, r in lat_rows if r["latency"].get(key) is not None]
             if not vals:
@@ -341,22 +360,24 @@ def goals(results: dict) -> list[dict]:
             slower = [(m, v, s) for m, v, s in vals if s < 1.0]
             out.append({"goal": f"no compressed model slower than its parent ({label})",
                         "value": f"{len(slower)}/{len(vals)} slower" + (f"; slowest {min(slower, key=lambda t: t[2])[1]} on {min(slower, key=lambda t: t[2])[0]} ×{min(s for *_, s in slower):.2f}" if slower else ""),
-                        "met": not slower, "why": _slow_blame(compare, key)})
+                        "met": not slower, "why": _slow_blame(compare, key), "short": _slow_short(compare, key)})
     # 4. search time
     if lr:
         vals = {m: r["search_over_epoch"] for m, r in lr.items() if r["search_over_epoch"] is not None}
-        why = "; ".join(f"{m}: {_phase_blame(r)}" for m, r in lr.items())
+        why = [f"{m}: {_phase_blame(r)}" for m, r in lr.items()]
         full_train = 54000
         scaled = {m: r["search_wall_s"] / (compare[m]["finetune_epoch_s"] * full_train / compare[m]["data"]["train"])
                   for m, r in lr.items() if compare[m]["data"]["train"] < full_train and compare[m].get("finetune_epoch_s")
                   and r["search_wall_s"] is not None}
         if scaled:
-            why = (why + "; against a full-data epoch (this epoch × 54 000 / training images, rough): "
-                   + ", ".join(f"{m} {v:.2f}×" for m, v in scaled.items()))
+            why.append("against a full-data epoch (this epoch × 54 000 / training images, rough): "
+                       + ", ".join(f"{m} {v:.2f}×" for m, v in scaled.items()))
         if vals:
             out.append({"goal": "search (calibration + selection) ≤ one fine-tune epoch (lrflow default)",
                         "value": ", ".join(f"{m} {v:.1f}×" for m, v in vals.items()),
-                        "met": all(v <= GOALS["search_over_epoch"] for v in vals.values()), "why": why + _profile_blame(compare)})
+                        "met": all(v <= GOALS["search_over_epoch"] for v in vals.values()),
+                        "why": why + _profile_blame(compare),
+                        "short": "largest phase: " + ", ".join(f"{m} {_phase_blame(r, top=1)}" for m, r in lr.items())})
     # 5. ResNet-50
     scale = results.get("scale")
     if scale:
@@ -369,12 +390,11 @@ def goals(results: dict) -> list[dict]:
                      f"({progress.get('done')}/{progress.get('total')})" if capped else f"{_f(wall, '{:.0f}')} s")
             out.append({"goal": f"ResNet-50 search ≤ 10 min ({run['config']})", "value": value,
                         "met": (not capped) and wall is not None and wall <= GOALS["resnet50_search_s"],
-                        "why": _scale_blame(run)})
+                        "why": [], "short": _scale_blame(run)})
             out.append({"goal": f"ResNet-50 peak RSS ≤ 8 GB ({run['config']})",
                         "value": f"{_f(None if rss is None else rss / 1024, '{:.2f}')} GB" + (" (until the cap)" if capped else ""),
                         # a capped run under the limit says nothing about the rest of the search: n/a
-                        "met": _rss_met(rss, capped),
-                        "why": ""})
+                        "met": _rss_met(rss, capped), "why": [], "short": ""})
     return out
 
 
@@ -478,22 +498,28 @@ def _worst_layer(row) -> str:
     return f"{worst['layer']} {worst['method']}{worst['rank']} {worst['sigma_error']:.3f}"
 
 
-def _phase_blame(row) -> str:
+def _phase_blame(row, top: int = 2) -> str:
+    """``search 59 s: candidates 25 s (44 %), allocation 19 s (33 %)``: the ``top`` phases of a row's search;
+    with ``top=1`` just the largest (``candidates 44 %``)."""
     phases = row.get("search_phases_s") or {}
     total = sum(phases.values()) or 1
-    ranked = sorted(phases.items(), key=lambda kv: -kv[1])[:2]
+    ranked = sorted(phases.items(), key=lambda kv: -kv[1])[:top]
+    if top == 1:
+        return ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in ranked)
     wall = row.get("search_wall_s") or 0
     return f"search {wall:.0f} s: " + ", ".join(f"{k} {v:.0f} s ({100 * v / total:.0f} %)" for k, v in ranked)
 
 
-def _profile_blame(compare) -> str:
+def _profile_blame(compare) -> list[str]:
+    """Per model, the two functions with the most self time in the cProfile of the default search."""
     parts = []
     for m, c in compare.items():
         prof = (c.get("extras") or {}).get("lrflow", {}).get("profile")
         if prof:
             top = prof["top_tottime"][:2]
-            parts.append(f"{m}: " + ", ".join(f"`{p['function']}` {p['tottime']:.0f} s" for p in top))
-    return (". Self time (cProfile of the default search): " + "; ".join(parts)) if parts else ""
+            parts.append(f"{m}, self time (cProfile of the default search): "
+                         + ", ".join(f"`{p['function']}` {p['tottime']:.0f} s" for p in top))
+    return parts
 
 
 def _budget_blame(c: dict) -> str:
@@ -542,15 +568,30 @@ def _sigma_gains(compare: dict) -> dict:
     return out
 
 
-def _sigma_blame(compare: dict) -> str:
-    """Why Σ's gain is what it is: the gain at every cut, and Frobenius's own drop (the gain cannot exceed it)."""
+def _sigma_blame(compare: dict) -> list[str]:
+    """Why Σ's gain is what it is, per model: the gain at every cut, and Frobenius's own drop (the gain
+    cannot exceed it)."""
     parts = []
     for m, cuts in _sigma_gains(compare).items():
-        near = min(cuts, key=lambda t: abs(t[0] - 0.5))
+        near = _near_half(cuts)
         parts.append(f"{m}: Σ gains " + " / ".join(f"{g:+.2f}" for _, g, _ in cuts) + " pt at MACs kept "
                      + " / ".join(f"{100 * k:.0f}" for k, _, _ in cuts)
                      + f" %; at {100 * near[0]:.0f} % Frobenius itself drops {near[2]:+.2f} pt, which bounds the gain")
-    return "; ".join(parts)
+    return parts
+
+
+def _near_half(cuts: list) -> tuple:
+    """The cut of :func:`_sigma_gains` closest to half the MACs."""
+    return min(cuts, key=lambda t: abs(t[0] - 0.5))
+
+
+def _sigma_short(compare: dict) -> str:
+    """The model whose gain at −50 % MACs is smallest, and the Frobenius drop that bounds it."""
+    gains = {m: _near_half(cuts) for m, cuts in _sigma_gains(compare).items()}
+    if not gains:
+        return ""
+    m, (kept, gain, frob) = min(gains.items(), key=lambda kv: kv[1][1])
+    return f"smallest gain {m} {gain:+.2f} pt, where Frobenius itself drops only {frob:+.2f} pt at {100 * kept:.0f} % MACs"
 
 
 def _median(values: list) -> Optional[float]:
@@ -578,28 +619,48 @@ def _block_whose(compare: dict) -> str:
     return "lrflow children" if variants <= {"lrflow"} else "every timed child"
 
 
-def _block_blame(compare) -> str:
+def _block_blame(compare) -> list[str]:
+    """Per layer type and method: the median block speedup (batch 1) against the median MACs ratio."""
     medians = _block_medians(compare)
     if not medians:
+        return []
+    return [f"per-layer blocks at batch 1 ({_block_whose(compare)}), median per layer type and method; block "
+            "speedup = dense layer time ÷ factor chain time:",
+            *(f"{key}: block speedup {speed:.2f}× for MACs ratio {_f(ratio, '{:.1f}')}× ({n} blocks)"
+              for key, (speed, ratio, n) in medians.items())]
+
+
+def _block_short(compare) -> str:
+    """The range of the block medians: the factor chains' speedup is far below their MACs ratio."""
+    medians = [(speed, ratio) for speed, ratio, _ in _block_medians(compare).values() if ratio]
+    if not medians:
         return ""
-    parts = [f"{key}: block speedup {speed:.2f}× for MACs ratio {_f(ratio, '{:.1f}')}× (median of {n})"
-             for key, (speed, ratio, n) in medians.items()]
-    return (f"per-layer blocks, batch 1 ({_block_whose(compare)}; block speedup = dense layer time ÷ factor chain "
-            "time): " + "; ".join(parts))
+    speeds, ratios = [s for s, _ in medians], [r for _, r in medians]
+    return (f"factor chains' speedup over their dense layer {min(speeds):.2f}–{max(speeds):.2f}× against MACs ratios "
+            f"{min(ratios):.1f}–{max(ratios):.1f}× (medians per layer type and method, batch 1)")
 
 
-def _slow_blame(compare, key) -> str:
+def _slow_blame(compare, key) -> list[str]:
     """Why children run slower than the parent: factor chains slower than the layer they replace, and noise;
     and what the latency guard (``lrflow_guarded``) did about it."""
-    slow = [f"{k} {speed:.2f}× (median of {n})" for k, (speed, _, n) in _block_medians(compare).items() if speed < 1.0]
-    parts = [p for p in (_noise(compare, key),
-                         ("factor chains slower than the dense layer they replace, batch 1 "
-                          f"({_block_whose(compare)}): " + ", ".join(slow)) if slow else "",
-                         _guard_summary(compare, key)) if p]
-    return "; ".join(parts)
+    slow = _slow_chains(compare)
+    return [p for p in (_noise(compare, key),
+                        ("factor chains slower than the dense layer they replace, batch 1 "
+                         f"({_block_whose(compare)}): " + ", ".join(slow)) if slow else "",
+                        *_guard_summary(compare, key)) if p]
 
 
-def _guard_summary(compare, key) -> str:
+def _slow_chains(compare) -> list[str]:
+    return [f"{k} {speed:.2f}× (median of {n})" for k, (speed, _, n) in _block_medians(compare).items() if speed < 1.0]
+
+
+def _slow_short(compare, key) -> str:
+    noise = _noise(compare, key, short=True)
+    slow = [s.split(" (median")[0] for s in _slow_chains(compare)]
+    return "; ".join(p for p in (noise, "chains slower than their dense layer: " + ", ".join(slow) if slow else "") if p)
+
+
+def _guard_summary(compare, key) -> list[str]:
     """Per guarded variant and model: the measured speedup, the MACs kept against the unguarded default's,
     and how many layers the whole-model check sent back to dense."""
     rules = {"lrflow_guarded": "candidate blocks timed slower than their dense layer are never chosen, then ",
@@ -621,18 +682,24 @@ def _guard_summary(compare, key) -> str:
                          f"sent back by the whole-model check{first}, child ÷ parent time in the search {_f(guard.get('ratio'))})")
         if parts:
             sentences.append(f"with the latency guard on ({variant}): " + ", ".join(parts))
-    return "; ".join(sentences)
+    return sentences
 
 
-def _noise(compare, key) -> str:
-    parts = []
+def _noise(compare, key, *, short: bool = False) -> str:
+    """The same-structure control's time over the parent's per model (ideally 1.00); ``short``: their range."""
+    ratios = {}
     for m, c in compare.items():
         tf_t = (c.get("timing") or {}).get("tf", {})
         batch = "64" if key.endswith("64") else "1"
         p, k = tf_t.get(batch, {}).get("parent"), tf_t.get(batch, {}).get("control")
         if p and k:
-            parts.append(f"{m} control/parent {k['median_s'] / p['median_s']:.2f}")
-    return ("timing noise (same-structure control vs parent, ideally 1.00): " + ", ".join(parts)) if parts else ""
+            ratios[m] = k["median_s"] / p["median_s"]
+    if not ratios:
+        return ""
+    if short:
+        return f"timing noise: control/parent {min(ratios.values()):.2f}–{max(ratios.values()):.2f}"
+    return ("timing noise (same-structure control vs parent, ideally 1.00): "
+            + ", ".join(f"{m} control/parent {r:.2f}" for m, r in ratios.items()))
 
 
 def _scale_blame(run) -> str:
@@ -675,9 +742,7 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
                   f"Load average when the runs started: {machine.get('load_average_at_start')} (the machine is shared; "
                   f"timings include that contention). Latency measured with {machine.get('threads')} intra-op thread(s).", ""]
 
-    goal_rows = goals(results)
-    lines += ["## Goals", "", _table(["goal", "measured", "status", "where it goes / responsible"],
-                                     [[g["goal"], g["value"], _met(g["met"]), g["why"] or ""] for g in goal_rows]), ""]
+    lines += _goals_section(goals(results))
 
     notes = observations(results)
     if notes:
@@ -830,6 +895,24 @@ def render(results: dict, out: Path, *, results_dir: Path) -> str:
     text = "\n".join(lines).rstrip() + "\n"
     out.write_text(text)
     return text
+
+
+def _goals_section(goal_rows: list[dict]) -> list[str]:
+    """The goals table (one line of blame each), then each goal's blame in full, one bullet per model or
+    cause; a goal whose details repeat an earlier goal's points back to it."""
+    ids = [f"G{i}" for i in range(1, len(goal_rows) + 1)]
+    lines = ["## Goals", "", _table(["", "goal", "measured", "status", "responsible (in short; in full below)"],
+                                    [[i, g["goal"], g["value"], _met(g["met"]), g["short"]] for i, g in zip(ids, goal_rows)]), ""]
+    detailed = [(i, g) for i, g in zip(ids, goal_rows) if g["why"]]
+    if not detailed:
+        return lines
+    lines += ["### Where each goal goes", ""]
+    seen: dict[tuple, str] = {}
+    for i, g in detailed:
+        lines += [f"**{i}. {g['goal']}**: {g['value']}, {_met(g['met'])}.", ""]
+        first = seen.setdefault(tuple(g["why"]), i)
+        lines += ([f"- as for {first}."] if first != i else [f"- {part}" for part in g["why"]]) + [""]
+    return lines
 
 
 def _scale_methods_section(runs: list[dict]) -> list[str]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.report import _block_medians, _sigma_blame, _sigma_gains, _slow_blame, goals
+from bench.report import _block_medians, _sigma_blame, _sigma_gains, _slow_blame, _slow_short, goals
 
 
 def _row(variant, drop_no_ft, macs_kept, status="ok"):
@@ -22,7 +22,8 @@ def test_sigma_gain_per_cut_is_frobenius_drop_minus_sigma_drop_sorted_by_macs_ke
     cuts = _sigma_gains(compare)["m"]
     assert [k for k, _, _ in cuts] == [0.3, 0.49, 0.7]  # the cut whose Frobenius row failed is left out
     assert [round(g, 6) for _, g, _ in cuts] == [3.0, 0.8, 0.1]
-    text = _sigma_blame(compare)
+    (text,) = _sigma_blame(compare)  # one part per model
+    assert text.startswith("m: Σ gains ")
     assert "+3.00 / +0.80 / +0.10 pt at MACs kept 30 / 49 / 70 %" in text
     assert "at 49 % Frobenius itself drops +1.20 pt" in text
 
@@ -41,10 +42,12 @@ def test_block_medians_group_by_layer_type_and_method():
 def test_slow_blame_names_only_chains_slower_than_their_dense_layer_and_the_noise():
     timing = {"blocks": [_block("Conv2D 3x3", "cp", 1.1), _block("Dense", "svd", 0.5, variant="uniform_conv_svd")],
               "tf": {"1": {"parent": {"median_s": 1.0}, "control": {"median_s": 0.98}}}}
-    text = _slow_blame({"m": {"rows": [], "timing": timing}}, "speedup_tf_b1")
-    assert "m control/parent 0.98" in text
-    assert "Conv2D 3x3 → cp 0.91×" in text and "Dense → svd" not in text
-    assert "every timed child" in text  # blocks from more than the lrflow child
+    noise, chains = _slow_blame({"m": {"rows": [], "timing": timing}}, "speedup_tf_b1")  # no guarded rows: 2 parts
+    assert noise == "timing noise (same-structure control vs parent, ideally 1.00): m control/parent 0.98"
+    assert "Conv2D 3x3 → cp 0.91×" in chains and "Dense → svd" not in chains
+    assert "every timed child" in chains  # blocks from more than the lrflow child
+    assert _slow_short({"m": {"rows": [], "timing": timing}}, "speedup_tf_b1") == (
+        "timing noise: control/parent 0.98–0.98; chains slower than their dense layer: Conv2D 3x3 → cp 0.91×")
 
 
 def test_the_sigma_goal_row_carries_its_blame():
@@ -52,7 +55,8 @@ def test_the_sigma_goal_row_carries_its_blame():
     out = {g["goal"]: g for g in goals({"compare": {"m": {"rows": rows}}})}
     row = out["Σ ≥ 1 point better than Frobenius at equal ranks (no fine-tune, MACs ≤ 50 %)"]
     assert row["met"] is False and row["value"] == "m +0.50 pt"
-    assert "Frobenius itself drops +1.00 pt" in row["why"]
+    assert len(row["why"]) == 1 and "Frobenius itself drops +1.00 pt" in row["why"][0]
+    assert row["short"] == "smallest gain m +0.50 pt, where Frobenius itself drops only +1.00 pt at 50 % MACs"
 
 
 def test_budget_blame_names_the_chosen_estimate_and_the_closest_cheaper_refused_point():
@@ -78,17 +82,17 @@ def test_guard_summary_reports_the_guarded_childs_speedup_and_the_layers_sent_ba
     c = {"rows": [{"variant": "lrflow_guarded", "status": "ok", "macs_kept": 0.9, "latency": {"speedup_tf_b1": 1.04}},
                   {"variant": "lrflow", "status": "ok", "macs_kept": 0.5}],
          "extras": {"lrflow_guarded": {"latency_guard": {"reverted": ["conv1", "conv2"], "ratio": 0.97}}}}
-    text = _guard_summary({"m": c}, "speedup_tf_b1")
+    (text,) = _guard_summary({"m": c}, "speedup_tf_b1")
     assert text.startswith("with the latency guard on (lrflow_guarded): m ×1.04 at MACs kept 90.0 % (unguarded "
                            "lrflow 50.0 %")
     assert "then 2 layer(s) sent back by the whole-model check, child ÷ parent time in the search 0.97)" in text
     assert "lrflow_model_guard" not in text  # not run: nothing claimed
-    assert _guard_summary({"m": {"rows": []}}, "speedup_tf_b1") == ""
+    assert _guard_summary({"m": {"rows": []}}, "speedup_tf_b1") == []
 
     c["rows"].append({"variant": "lrflow_model_guard", "status": "ok", "macs_kept": 0.6, "latency": {"speedup_tf_b1": 1.1}})
     c["extras"]["lrflow_model_guard"] = {"latency_guard": {"reverted": ["conv1"], "ratio": 0.95,
                                                            "steps": [{"factorized": 3, "ratio": 1.29}]}}
-    guarded, model_only = _guard_summary({"m": c}, "speedup_tf_b1").split("; ")
+    guarded, model_only = _guard_summary({"m": c}, "speedup_tf_b1")
     assert guarded == text
     assert model_only == ("with the latency guard on (lrflow_model_guard): m ×1.10 at MACs kept 60.0 % (unguarded lrflow "
                           "50.0 %: no per-block rule, 1 layer(s) sent back by the whole-model check (chosen child with 3 "
@@ -154,7 +158,9 @@ def test_the_compression_goals_are_stated_for_the_recovery_variant_too_and_only_
     assert out["params −90 % avg at ≤ 1.0 point test drop (lrflow default)"]["value"] == "−40.0 %"
     recovery = out["params −90 % avg at ≤ 1.0 point test drop (lrflow with recovery budgets) over a"]
     assert recovery["value"] == "−95.0 %" and recovery["met"] is True
-    assert "a: 8 pt → validation drop +0.50 **kept**" in recovery["why"]
+    assert recovery["why"][0].endswith("; rungs: 8 pt → validation drop +0.50 **kept**; test drop +0.90 (pass), "
+                                       "params 5.0 %, MACs 20.0 % kept, 1 fine-tune(s) in 90 s")
+    assert recovery["short"] == "rung kept on validation: a the 8 pt one after 1 fine-tune(s)"
     assert out["MACs −70 % avg at ≤ 1.0 point test drop (lrflow with recovery budgets) over a"]["met"] is True
     # each recovery variant is blamed with its own attempts
     guarded = [{"max_drop_before_finetune": 8.0, "val_drop_after_finetune": 1.5, "kept": False},
@@ -162,7 +168,8 @@ def test_the_compression_goals_are_stated_for_the_recovery_variant_too_and_only_
     compare["a"]["rows"].append({**row("lrflow_pipeline", 0.1, 0.3, 0.4), "finetune_s": 150})
     compare["a"]["extras"]["lrflow_pipeline"] = {"recovery": guarded}
     (params_goal, _) = _compression_goals(compare, "lrflow_pipeline", "pipeline")
-    assert "a: 8 pt → validation drop +1.50, 4 pt → validation drop +0.20 **kept**" in params_goal["why"]
+    assert "rungs: 8 pt → validation drop +1.50, 4 pt → validation drop +0.20 **kept**" in params_goal["why"][0]
+    assert params_goal["short"] == "rung kept on validation: a the 4 pt one after 2 fine-tune(s)"
     assert params_goal["value"] == "−90.0 %"
 
 
@@ -192,3 +199,22 @@ def test_the_validation_gap_after_the_fine_tune_is_reported_per_model():
     text = "\n".join(_budget_section(compare))
     assert "mean (validation drop − test drop): m +0.55 pt over 2 children." in text
     assert "| m | 4 |  | 20.0 % | 30.0 % | — | +1.00 | +0.60 | +1.40 | — | pass |" in text
+
+
+def test_the_goals_table_has_one_line_of_blame_and_the_details_follow_once():
+    from bench.report import _block_blame, _block_short, _goals_section
+
+    compare = {"a": {"timing": {"blocks": [_block("Conv2D 3x3", "cp", 0.8, 100, 40), _block("Dense", "svd", 0.5, 100, 10)]}}}
+    blocks = _block_blame(compare)
+    assert blocks[1:] == ["Conv2D 3x3 → cp: block speedup 1.25× for MACs ratio 2.5× (1 blocks)",
+                          "Dense → svd: block speedup 2.00× for MACs ratio 10.0× (1 blocks)"]
+    assert _block_short(compare) == ("factor chains' speedup over their dense layer 1.25–2.00× against MACs ratios "
+                                     "2.5–10.0× (medians per layer type and method, batch 1)")
+    rows = [{"goal": "first", "value": "1", "met": False, "why": blocks, "short": "s1"},
+            {"goal": "second", "value": "2", "met": True, "why": blocks, "short": "s2"},
+            {"goal": "third", "value": "3", "met": None, "why": [], "short": ""}]
+    text = "\n".join(_goals_section(rows))
+    assert "| G1 | first | 1 | **not met** | s1 |" in text and "| G3 | third | 3 | n/a |  |" in text
+    assert text.count("Dense → svd: block speedup") == 1  # G2 repeats G1's details: a pointer, not a copy
+    assert "**G2. second**: 2, **met**.\n\n- as for G1." in text
+    assert "**G3." not in text  # nothing to detail
