@@ -983,7 +983,53 @@ def _budget_section(compare: dict) -> list[str]:
             *((["`lrflow_recovery` (the recovery budgets fine-tuned in turn, largest first, the first within 1 point "
                 "on validation after its fine-tune kept; what `search.recovery_budgets: auto` in `params.yaml` and "
                 "`lrf compress --max-drop` do by default):", ""]
-               + [f"- {line}" for line in recovery] + [""]) if recovery else [])]
+               + [f"- {line}" for line in recovery] + [""]) if recovery else []),
+            *_abandon_lines(compare)]
+
+
+#: Margins (points over the acceptance threshold) of the simulated early-abandon rule.
+ABANDON_MARGINS = (0.0, 0.5, 1.0)
+RECOVERY_VARIANTS = ("lrflow_recovery", "lrflow_pipeline")
+
+
+def early_abandon(attempts: list[dict], margin: float, after_epoch: int = 1) -> dict:
+    """Simulate abandoning a recovery rung after ``after_epoch`` fine-tune epochs when its validation drop then
+    exceeds the acceptance threshold (``accept_max_drop``) by more than ``margin`` points.
+
+    Uses the attempts' recorded ``val_drop_by_epoch`` (entry 0 before the fine-tune); attempts without it,
+    and the last rung (kept whatever its drop), are never abandoned. Returns ``epochs`` (fine-tune epochs the
+    attempts ran), ``saved`` (epochs the rule would have skipped), ``abandoned`` (rungs cut short) and ``lost``
+    (of those, rungs that were in fact kept: the rule would have thrown away the child the run shipped).
+    """
+    epochs = saved = abandoned = lost = 0
+    for i, a in enumerate(attempts):
+        drops = a.get("val_drop_by_epoch") or []
+        epochs += max(len(drops) - 1, 0)
+        if i == len(attempts) - 1 or len(drops) <= after_epoch + 1 or a.get("accept_max_drop") is None:
+            continue
+        if drops[after_epoch] > a["accept_max_drop"] + margin:
+            abandoned += 1
+            saved += len(drops) - 1 - after_epoch
+            lost += bool(a["kept"])
+    return {"epochs": epochs, "saved": saved, "abandoned": abandoned, "lost": lost}
+
+
+def _abandon_lines(compare: dict) -> list[str]:
+    """What abandoning refused rungs after their first epoch would have saved, and cost, on the recorded runs."""
+    runs = [(m, v, tried) for m, c in compare.items() for v in RECOVERY_VARIANTS
+            if (tried := ((c.get("extras") or {}).get(v) or {}).get("recovery"))
+            and any(a.get("val_drop_by_epoch") for a in tried)]
+    if not runs:
+        return []
+    parts = []
+    for margin in ABANDON_MARGINS:
+        total = {k: sum(early_abandon(t, margin)[k] for _, _, t in runs) for k in ("epochs", "saved", "abandoned", "lost")}
+        parts.append(f"margin {margin:+.1f} pt: {total['saved']} of {total['epochs']} fine-tune epochs saved, "
+                     f"{total['abandoned']} rung(s) cut short, {total['lost']} of them the kept one")
+    return ["Abandoning a rung after the first epoch of its fine-tune when its validation drop then exceeds the "
+            "acceptance threshold by more than a margin (simulated on the recorded per-epoch drops of "
+            + ", ".join(f"{m} {v}" for m, v, _ in runs) + "): " + "; ".join(parts) + ". A kept rung cut short would "
+            "have shipped a less compressed child; `lrf_core` does not abandon rungs.", ""]
 
 
 def _val_drop(row: dict, c: dict) -> Optional[float]:

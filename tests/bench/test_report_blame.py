@@ -218,3 +218,25 @@ def test_the_goals_table_has_one_line_of_blame_and_the_details_follow_once():
     assert text.count("Dense → svd: block speedup") == 1  # G2 repeats G1's details: a pointer, not a copy
     assert "**G2. second**: 2, **met**.\n\n- as for G1." in text
     assert "**G3." not in text  # nothing to detail
+
+
+def test_the_early_abandon_simulation_counts_saved_epochs_and_kept_rungs_it_would_lose():
+    from bench.report import _abandon_lines, early_abandon
+
+    def attempt(drops, kept, accept=1.0):
+        return {"val_drop_by_epoch": drops, "kept": kept, "accept_max_drop": accept, "max_drop_before_finetune": 8.0,
+                "val_drop_after_finetune": drops[-1]}
+
+    tried = [attempt([6.0, 2.4, 2.0, 1.8], False),   # refused; 2.4 after epoch 1: cut at any margin ≤ 1.4
+             attempt([3.0, 1.6, 1.1, 0.9], True),    # kept: cut at margin 0 and 0.5 (1.6 > 1.5), not at 1.0
+             attempt([1.0, 0.5, 0.4, 0.3], False)]   # the last rung: never cut
+    assert early_abandon(tried, 0.0) == {"epochs": 9, "saved": 4, "abandoned": 2, "lost": 1}
+    assert early_abandon(tried, 1.0) == {"epochs": 9, "saved": 2, "abandoned": 1, "lost": 0}
+    assert early_abandon(tried, 2.0)["abandoned"] == 0
+    assert early_abandon([{"kept": False, "accept_max_drop": 1.0}, attempt([1.0, 0.5], True)], 0.0)["epochs"] == 1
+    compare = {"m": {"extras": {"lrflow_recovery": {"recovery": tried}, "lrflow_pipeline": {"recovery": [{"kept": True}]}}}}
+    (line, _) = _abandon_lines(compare)
+    assert "per-epoch drops of m lrflow_recovery)" in line  # the pipeline's attempts have no per-epoch drops
+    assert "margin +0.0 pt: 4 of 9 fine-tune epochs saved, 2 rung(s) cut short, 1 of them the kept one" in line
+    assert "margin +1.0 pt: 2 of 9 fine-tune epochs saved, 1 rung(s) cut short, 0 of them the kept one" in line
+    assert _abandon_lines({"m": {"extras": {}}}) == []
