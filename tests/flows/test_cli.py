@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -187,3 +190,15 @@ def test_compress_refuses_a_latency_batch_or_thread_count_out_of_range(digits_mo
               option, value])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, 120), ("33", 33)])
+def test_the_cli_gives_prefects_ephemeral_api_time_to_start_on_a_busy_host(user_value, expected):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    if user_value is not None:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = user_value
+    done = subprocess.run([sys.executable, "-c", "import flows.cli\nfrom prefect.settings import get_current_settings\n"
+                           "print(get_current_settings().server.ephemeral.startup_timeout_seconds)"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip().splitlines()[-1]) == expected  # Prefect's own default is 20 s

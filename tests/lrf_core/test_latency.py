@@ -271,4 +271,6 @@ def test_a_big_conv_is_measurably_slower_in_paired_rounds():
     small, big = _conv_model(4, (32, 32, 16)), _conv_model(128, (32, 32, 16))
     _, (est,) = measure_ratios(small, [big], (32, 32, 16), TimingConfig(warmup=2, repeats=20), limit=1.0,
                                max_rounds=100)
-    assert est.low > 1.0 and est.rounds == 20  # 32x the MACs: measurably slower after the first chunk
+    # 32x the MACs: measurably slower, and settled before the cap (after the first chunk of 20 on a quiet
+    # machine; a fresh-clone run beside a training needed a second chunk, so the count itself is not asserted)
+    assert est.low > 1.0 and est.rounds % 20 == 0 and est.rounds < 100
