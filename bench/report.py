@@ -643,20 +643,21 @@ def _block_short(compare) -> str:
 def _slow_blame(compare, key) -> list[str]:
     """Why children run slower than the parent: factor chains slower than the layer they replace, and noise;
     and what the latency guard (``lrflow_guarded``) did about it."""
-    slow = _slow_chains(compare)
+    slow = [f"{k} {speed:.2f}× (median of {n})" for k, speed, n in _slow_chains(compare)]
     return [p for p in (_noise(compare, key),
                         ("factor chains slower than the dense layer they replace, batch 1 "
                          f"({_block_whose(compare)}): " + ", ".join(slow)) if slow else "",
                         *_guard_summary(compare, key)) if p]
 
 
-def _slow_chains(compare) -> list[str]:
-    return [f"{k} {speed:.2f}× (median of {n})" for k, (speed, _, n) in _block_medians(compare).items() if speed < 1.0]
+def _slow_chains(compare) -> list[tuple[str, float, int]]:
+    """``(layer type → method, median block speedup, blocks)`` for the chains slower than their dense layer."""
+    return [(k, speed, n) for k, (speed, _, n) in _block_medians(compare).items() if speed < 1.0]
 
 
 def _slow_short(compare, key) -> str:
     noise = _noise(compare, key, short=True)
-    slow = [s.split(" (median")[0] for s in _slow_chains(compare)]
+    slow = [f"{k} {speed:.2f}×" for k, speed, _ in _slow_chains(compare)]
     return "; ".join(p for p in (noise, "chains slower than their dense layer: " + ", ".join(slow) if slow else "") if p)
 
 
