@@ -75,7 +75,8 @@ def main(argv=None) -> None:
         run_dask_search(mode, out)
         timings["dask"] = time.perf_counter() - t0
     if "report" not in args.skip:
-        from bench.report import quick_fallback, load_results, render
+        from bench.report.load import load_results, quick_fallback
+        from bench.report.render import render
 
         render(load_results(out, fallback=quick_fallback(out)), report, results_dir=out)
         log(f"wrote {report}")

@@ -88,7 +88,8 @@ def test_dask_search_result(smoke_run):
 
 
 def test_report_renders_markdown_and_plots(smoke_run, tmp_path):
-    from bench.report import load_results, render
+    from bench.report.load import load_results
+    from bench.report.render import render
 
     out, _ = smoke_run
     report = tmp_path / "REPORT.md"
@@ -133,7 +134,8 @@ def test_a_resumed_run_keeps_finished_variants_and_runs_only_the_rest(smoke_run,
             assert row["latency"]["tf_b1_s"] > 0, row["variant"]
     assert after["rows"][-1]["variant"] == "dprp" and after["rows"][-1]["status"] == "ok"
 
-    from bench.report import load_results, render
+    from bench.report.load import load_results
+    from bench.report.render import render
 
     text = render(load_results(tmp_path / "out"), tmp_path / "REPORT.md", results_dir=tmp_path / "out")
     assert "tiny_cnn: done in 2 pieces (`--resume`)" in text and "dprp at " in text

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.report import _scale_blame, _scale_methods_section
+from bench.report.blame import scale_blame
+from bench.report.render import scale_methods_section
 from bench.scale import time_by_method
 
 REPORT = {
@@ -35,8 +36,8 @@ def test_time_by_method_sums_grids_and_refits_per_method():
 
 
 def test_the_report_table_lists_the_costliest_method_first():
-    lines = _scale_methods_section([{"config": "all_methods", "search_iterations": 5, "by_method": time_by_method(REPORT)},
-                                    {"config": "older run without the breakdown"}])
+    lines = scale_methods_section([{"config": "all_methods", "search_iterations": 5, "by_method": time_by_method(REPORT)},
+                                   {"config": "older run without the breakdown"}])
     lines = "\n".join(lines).splitlines()
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
     assert [row.split(" | ")[0] for row in rows] == ["| cp", "| tucker2", "| svd"]
@@ -46,5 +47,5 @@ def test_the_report_table_lists_the_costliest_method_first():
 
 def test_the_goal_row_names_the_costliest_method_phases():
     run = {"phases_s": {"candidates": 40.0, "refit": 160.0, "calibration": 5.0}, "by_method": time_by_method(REPORT)}
-    assert _scale_blame(run) == "refit 160 s, candidates 40 s; by method: cp refits 150 s, cp grids 30 s"
-    assert _scale_blame({"phases_s": {"candidates": 40.0}}) == "candidates 40 s"  # older runs: phases only
+    assert scale_blame(run) == "refit 160 s, candidates 40 s; by method: cp refits 150 s, cp grids 30 s"
+    assert scale_blame({"phases_s": {"candidates": 40.0}}) == "candidates 40 s"  # older runs: phases only

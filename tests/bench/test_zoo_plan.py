@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from bench.report import _rate_at_kept_epoch
+from bench.report.fmt import rate_at_kept_epoch
 from bench.zoo import TRAIN_PLANS
 from lrf_core.finetune import FinetuneConfig
 
@@ -20,5 +20,5 @@ def test_full_parent_is_trained_down_to_the_fine_tune_rate():
 
 def test_report_shows_the_rate_of_the_kept_epoch():
     parent = {"learning_rates": [1e-3, 1e-3, 1e-4, 1e-4, 1e-5], "kept_epoch": 4}
-    assert _rate_at_kept_epoch(parent) == "1e-04 (epoch 4)"
-    assert _rate_at_kept_epoch({"epochs": 15}) == "—"  # a record from before the schedule
+    assert rate_at_kept_epoch(parent) == "1e-04 (epoch 4)"
+    assert rate_at_kept_epoch({"epochs": 15}) == "—"  # a record from before the schedule

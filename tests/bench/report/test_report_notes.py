@@ -1,5 +1,5 @@
 """The report names the commit(s) behind each zoo model's rows, and warns when models differ in commit."""
-from bench.report import provenance
+from bench.report.notes import provenance
 
 
 def _compare(*pieces):

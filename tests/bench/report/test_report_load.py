@@ -1,7 +1,8 @@
 """A full results directory without a depth sweep or Dask result shows the quick run's, labelled."""
 import json
 
-from bench.report import _fallback_line, load_results
+from bench.report.load import load_results
+from bench.report.render import fallback_line
 
 
 def _write(path, data):
@@ -19,6 +20,6 @@ def test_missing_parts_come_from_the_fallback_and_say_so(tmp_path):
     assert results["depth"]["rows"] == [1] and results["depth"]["_from"].endswith("quick/depth_sweep.json")
     assert results["dask"] == {"mode": "full", "runs": {}}  # the full run's own result wins
     assert results["scale"] is None
-    assert "From the quick run" in _fallback_line(results["depth"])[0]
-    assert _fallback_line(results["dask"]) == []
+    assert "From the quick run" in fallback_line(results["depth"])[0]
+    assert fallback_line(results["dask"]) == []
     assert load_results(full)["depth"] is None  # no fallback given: nothing borrowed
