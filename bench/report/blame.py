@@ -49,9 +49,11 @@ def budget_blame(c: dict) -> str:
     chosen = min(path, key=lambda q: abs(q["macs_kept"] - row["macs_kept"]) + abs(q["params_kept"] - row["params_kept"]))
     cheaper = [q for q in path if q["macs_kept"] + q["params_kept"] < chosen["macs_kept"] + chosen["params_kept"]]
     n_val = (c.get("data") or {}).get("val")
-    images = "validation" if n_val is not None and chosen["examples"] <= n_val else "validation + training"
+    examples = chosen.get("examples")  # not recorded by runs before the estimation set was topped up
+    images = ("" if examples is None else
+              f" on {examples} {'validation' if n_val is not None and examples <= n_val else 'validation + training'} images")
     text = (f"; the budget (before fine-tune) binds: chosen point est drop {chosen['est_drop']:+.2f} pt, 95 % bound "
-            f"{chosen['est_drop_ucb95']:+.2f} on {chosen['examples']} {images} images (test drop without fine-tune "
+            f"{chosen['est_drop_ucb95']:+.2f}{images} (test drop without fine-tune "
             f"{show(row.get('test_drop_no_ft'), '{:+.2f}')})")
     if cheaper:
         near = max(cheaper, key=lambda q: q["macs_kept"] + q["params_kept"])

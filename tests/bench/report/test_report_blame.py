@@ -55,6 +55,10 @@ def test_budget_blame_names_the_chosen_estimate_and_the_closest_cheaper_refused_
     assert "est drop +0.58 pt, 95 % bound +0.85 on 8048 validation + training images (test drop without fine-tune +0.50)" in text
     assert "closest cheaper point (params 18 %, MACs 48 %) refused at bound +1.14" in text
     assert budget_blame({"rows": c["rows"], "extras": {}}) == ""  # no λ path recorded: nothing claimed
+    # λ paths written before the estimation set was recorded: the bound without an image count, not a KeyError
+    for q in path:
+        del q["examples"]
+    assert "95 % bound +0.85 (test drop without fine-tune +0.50)" in budget_blame(c)
 
 
 def test_guard_summary_reports_the_guarded_childs_speedup_and_the_layers_sent_back():
