@@ -60,14 +60,15 @@ def budget_section(compare: dict) -> list[str]:
                 "on validation after its fine-tune kept; what `search.recovery_budgets: auto` in `params.yaml` and "
                 "`lrf compress --max-drop` do by default):", ""]
                + [f"- {line}" for line in recovery] + [""]) if recovery else []),
+            *recovery_cost_lines(compare),
             *abandon_lines(compare)]
 
 
 #: Margins (points over the acceptance threshold) of the simulated early-abandon rule.
 ABANDON_MARGINS = (0.0, 0.5, 1.0)
-
-
-RECOVERY_VARIANTS = ("lrflow_recovery", "lrflow_pipeline")
+#: Each recovery variant and the single-budget variant it extends (same search settings, one rung).
+RECOVERY_BASE = {"lrflow_recovery": "lrflow", "lrflow_pipeline": "lrflow_guarded"}
+RECOVERY_VARIANTS = tuple(RECOVERY_BASE)
 
 
 def early_abandon(attempts: list[dict], margin: float, after_epoch: int = 1) -> dict:
@@ -76,10 +77,11 @@ def early_abandon(attempts: list[dict], margin: float, after_epoch: int = 1) -> 
 
     Uses the attempts' recorded ``val_drop_by_epoch`` (entry 0 before the fine-tune); attempts without it,
     and the last rung (kept whatever its drop), are never abandoned. Returns ``epochs`` (fine-tune epochs the
-    attempts ran), ``saved`` (epochs the rule would have skipped), ``abandoned`` (rungs cut short) and ``lost``
-    (of those, rungs that were in fact kept: the rule would have thrown away the child the run shipped).
+    attempts ran), ``saved`` (epochs the rule would have skipped), ``abandoned`` (rungs cut short), ``late``
+    (of those, rungs whose fine-tune in fact ended within the threshold: the rule judged them too early) and
+    ``lost`` (of those, rungs that were kept: the rule would have thrown away the child the run shipped).
     """
-    epochs = saved = abandoned = lost = 0
+    epochs = saved = abandoned = late = lost = 0
     for i, a in enumerate(attempts):
         drops = a.get("val_drop_by_epoch") or []
         epochs += max(len(drops) - 1, 0)
@@ -88,26 +90,54 @@ def early_abandon(attempts: list[dict], margin: float, after_epoch: int = 1) -> 
         if drops[after_epoch] > a["accept_max_drop"] + margin:
             abandoned += 1
             saved += len(drops) - 1 - after_epoch
+            late += a["val_drop_after_finetune"] <= a["accept_max_drop"]
             lost += bool(a["kept"])
-    return {"epochs": epochs, "saved": saved, "abandoned": abandoned, "lost": lost}
+    return {"epochs": epochs, "saved": saved, "abandoned": abandoned, "late": late, "lost": lost}
+
+
+def _recovery_runs(compare: dict) -> list[tuple[str, str, list[dict]]]:
+    """``(model, recovery variant, its attempts)`` for every recovery variant that recorded attempts."""
+    return [(m, v, tried) for m, c in compare.items() for v in RECOVERY_VARIANTS
+            if (tried := ((c.get("extras") or {}).get(v) or {}).get("recovery"))]
 
 
 def abandon_lines(compare: dict) -> list[str]:
     """What abandoning refused rungs after their first epoch would have saved, and cost, on the recorded runs."""
-    runs = [(m, v, tried) for m, c in compare.items() for v in RECOVERY_VARIANTS
-            if (tried := ((c.get("extras") or {}).get(v) or {}).get("recovery"))
-            and any(a.get("val_drop_by_epoch") for a in tried)]
+    runs = [(m, v, t) for m, v, t in _recovery_runs(compare) if any(a.get("val_drop_by_epoch") for a in t)]
     if not runs:
         return []
     parts = []
     for margin in ABANDON_MARGINS:
-        total = {k: sum(early_abandon(t, margin)[k] for _, _, t in runs) for k in ("epochs", "saved", "abandoned", "lost")}
+        total = {k: sum(early_abandon(t, margin)[k] for _, _, t in runs)
+                 for k in ("epochs", "saved", "abandoned", "late", "lost")}
         parts.append(f"margin {margin:+.1f} pt: {total['saved']} of {total['epochs']} fine-tune epochs saved, "
-                     f"{total['abandoned']} rung(s) cut short, {total['lost']} of them the kept one")
+                     f"{total['abandoned']} rung(s) cut short, {total['late']} of them within the threshold by the "
+                     f"end of their fine-tune, {total['lost']} of them the kept one")
     return ["Abandoning a rung after the first epoch of its fine-tune when its validation drop then exceeds the "
             "acceptance threshold by more than a margin (simulated on the recorded per-epoch drops of "
             + ", ".join(f"{m} {v}" for m, v, _ in runs) + "): " + "; ".join(parts) + ". A kept rung cut short would "
             "have shipped a less compressed child; `lrf_core` does not abandon rungs.", ""]
+
+
+def recovery_cost_lines(compare: dict) -> list[str]:
+    """What the recovery rungs cost (fine-tune time) and bought (compression), against the single-budget variant
+    that makes the same search with only the last rung."""
+    parts = []
+    for m, v, tried in _recovery_runs(compare):
+        row, base = row_of(compare[m], v), row_of(compare[m], RECOVERY_BASE[v])
+        if not row or not base or row["status"] != "ok" or base["status"] != "ok" or not base.get("finetune_s"):
+            continue
+        same = abs(row["params_kept"] - base["params_kept"]) < 1e-4 and abs(row["macs_kept"] - base["macs_kept"]) < 1e-4
+        bought = ("the same child" if same else
+                  f"params {pct(row['params_kept'])} kept against {pct(base['params_kept'])}, MACs "
+                  f"{pct(row['macs_kept'])} against {pct(base['macs_kept'])}")
+        parts.append(f"{m} {v}: {len(tried)} fine-tune(s) in {show(row.get('finetune_s'), '{:.0f}')} s against "
+                     f"{RECOVERY_BASE[v]}'s one in {base['finetune_s']:.0f} s "
+                     f"({show((row.get('finetune_s') or 0) / base['finetune_s'], '{:.1f}')}×), for {bought}")
+    if not parts:
+        return []
+    return ["What the recovery rungs cost and bought, against the variant with the same search and one rung: "
+            + "; ".join(parts) + ".", ""]
 
 
 def _val_drop(row: dict, c: dict) -> Optional[float]:

@@ -80,14 +80,33 @@ def test_the_early_abandon_simulation_counts_saved_epochs_and_kept_rungs_it_woul
 
     tried = [attempt([6.0, 2.4, 2.0, 1.8], False),   # refused; 2.4 after epoch 1: cut at any margin ≤ 1.4
              attempt([3.0, 1.6, 1.1, 0.9], True),    # kept: cut at margin 0 and 0.5 (1.6 > 1.5), not at 1.0
+             attempt([2.0, 1.2, 1.1, 0.8], False),   # refused at 0.8 (the held-out check): cut at margin 0 only
              attempt([1.0, 0.5, 0.4, 0.3], False)]   # the last rung: never cut
-    assert early_abandon(tried, 0.0) == {"epochs": 9, "saved": 4, "abandoned": 2, "lost": 1}
-    assert early_abandon(tried, 1.0) == {"epochs": 9, "saved": 2, "abandoned": 1, "lost": 0}
+    assert early_abandon(tried, 0.0) == {"epochs": 12, "saved": 6, "abandoned": 3, "late": 2, "lost": 1}
+    assert early_abandon(tried, 1.0) == {"epochs": 12, "saved": 2, "abandoned": 1, "late": 0, "lost": 0}
     assert early_abandon(tried, 2.0)["abandoned"] == 0
     assert early_abandon([{"kept": False, "accept_max_drop": 1.0}, attempt([1.0, 0.5], True)], 0.0)["epochs"] == 1
     compare = {"m": {"extras": {"lrflow_recovery": {"recovery": tried}, "lrflow_pipeline": {"recovery": [{"kept": True}]}}}}
     (line, _) = abandon_lines(compare)
     assert "per-epoch drops of m lrflow_recovery)" in line  # the pipeline's attempts have no per-epoch drops
-    assert "margin +0.0 pt: 4 of 9 fine-tune epochs saved, 2 rung(s) cut short, 1 of them the kept one" in line
-    assert "margin +1.0 pt: 2 of 9 fine-tune epochs saved, 1 rung(s) cut short, 0 of them the kept one" in line
+    assert ("margin +0.0 pt: 6 of 12 fine-tune epochs saved, 3 rung(s) cut short, 2 of them within the threshold by "
+            "the end of their fine-tune, 1 of them the kept one") in line
+    assert "margin +1.0 pt: 2 of 12 fine-tune epochs saved, 1 rung(s) cut short, 0 of them within" in line
     assert abandon_lines({"m": {"extras": {}}}) == []
+
+
+def test_the_recovery_cost_is_stated_against_the_single_rung_variant_with_the_same_search():
+    from bench.report.budget import recovery_cost_lines
+
+    tried = [{"kept": False}, {"kept": False}, {"kept": True}]
+    rows = [{**budget_row("lrflow", 0.6, 0.7, 0.2, 0.3, True), "finetune_s": 400.0},
+            {**budget_row("lrflow_recovery", 0.6, 0.7, 0.2, 0.3, True), "finetune_s": 1400.0},
+            {**budget_row("lrflow_guarded", 0.7, 0.8, 0.2, 0.3, True), "finetune_s": 500.0},
+            {**budget_row("lrflow_pipeline", 0.4, 0.5, 1.2, 0.9, True), "finetune_s": 1000.0}]
+    extras = {"lrflow_recovery": {"recovery": tried}, "lrflow_pipeline": {"recovery": tried[1:]}}
+    (line, _) = recovery_cost_lines({"m": {"rows": rows, "extras": extras}})
+    assert ("m lrflow_recovery: 3 fine-tune(s) in 1400 s against lrflow's one in 400 s (3.5×), for the same child; "
+            "m lrflow_pipeline: 2 fine-tune(s) in 1000 s against lrflow_guarded's one in 500 s (2.0×), for params "
+            "40.0 % kept against 70.0 %, MACs 50.0 % against 80.0 %.") in line
+    # no single-rung row to compare with: nothing claimed
+    assert recovery_cost_lines({"m": {"rows": rows[1:2], "extras": extras}}) == []
