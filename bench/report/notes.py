@@ -86,6 +86,11 @@ def observations(results: dict) -> list[str]:
             notes.append(f"{name}: {', '.join(idle)} kept every layer dense (no candidate met its rule, the budget "
                          f"or, for the guarded variants, the latency guard); "
                          f"their accuracy change is the fine-tune alone.")
+        untuned = untuned_children(c)
+        if untuned:
+            notes.append(f"{name}: for {', '.join(untuned)} no fine-tune epoch beat the untuned child on validation, so "
+                         "the fine-tune kept its starting weights (`lrf_core.finetune` restores the best, epoch 0 "
+                         "included); their drop after the fine-tune is the drop without it.")
         tf_t = (c.get("timing") or {}).get("tf", {})
         for batch in ("1", "64"):
             p, k = tf_t.get(batch, {}).get("parent"), tf_t.get(batch, {}).get("control")
@@ -93,3 +98,10 @@ def observations(results: dict) -> list[str]:
                 notes.append(f"{name}: at batch {batch} the same-structure control times {k['median_s'] / p['median_s']:.2f}× "
                              f"the parent: differences of that size are timing noise on this shared machine.")
     return notes
+
+
+def untuned_children(c: dict) -> list[str]:
+    """The fine-tuned variants whose fine-tune kept the starting weights: the same test accuracy before and after
+    (the same weights give the same predictions, so equality is exact)."""
+    return [r["variant"] for r in c["rows"] if r["status"] == "ok" and r.get("finetuned")
+            and r.get("test_accuracy_no_ft") is not None and r.get("test_accuracy") == r["test_accuracy_no_ft"]]

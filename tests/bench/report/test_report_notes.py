@@ -1,5 +1,5 @@
-"""The report names the commit(s) behind each zoo model's rows, and warns when models differ in commit."""
-from bench.report.notes import provenance
+"""The report's caveats: the commit(s) behind each zoo model's rows, and fine-tunes that kept the untuned child."""
+from bench.report.notes import provenance, untuned_children
 
 
 def _compare(*pieces):
@@ -26,3 +26,13 @@ def test_models_at_different_commits_are_flagged_and_at_the_same_commit_are_not(
 def test_runs_without_variants_are_not_pieces():
     """A timing-only re-run records no variants: it is not a piece and names no commit."""
     assert provenance({"vgg": {"runs": [{"commit": "c" * 40, "variants": []}]}}) == []
+
+
+def test_children_whose_fine_tune_kept_the_starting_weights_are_named():
+    def row(variant, before, after, finetuned=True, status="ok"):
+        return {"variant": variant, "status": status, "finetuned": finetuned, "test_accuracy_no_ft": before,
+                "test_accuracy": after}
+
+    c = {"rows": [row("lrflow", 0.9231, 0.9231), row("budget4", 0.91, 0.9142), row("sigma@macs50", 0.9, 0.9, finetuned=False),
+                  row("dprp", None, 0.92), row("broken", 0.9, 0.9, status="failed")]}
+    assert untuned_children(c) == ["lrflow"]
