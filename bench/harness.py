@@ -68,7 +68,8 @@ ROW_FIELDS = (
     "params", "macs", "params_kept", "macs_kept",
     "val_accuracy_no_ft", "test_accuracy_no_ft", "test_drop_no_ft",
     "val_accuracy", "test_accuracy", "test_drop", "gate_passed", "est_drop_ucb95",
-    "search_wall_s", "search_phases_s", "finetune_s", "finetune_epochs", "finetune_epoch_s", "search_over_epoch",
+    "search_wall_s", "search_phases_s", "finetune_s", "finetune_epochs", "finetune_best_epoch", "finetune_epoch_s",
+    "search_over_epoch",
     "total_s", "peak_rss_mb", "peak_rss_delta_mb", "other_cpu_cores", "layers", "cost_by_type", "latency",
 )
 
@@ -395,7 +396,7 @@ def run_compress_variant(name, family, description, config, parent, data, splits
     ft = report["finetune"]
     row.update(
         val_accuracy=report["child"]["val_accuracy"], test_accuracy=report["child"]["test_accuracy"],
-        finetune_s=report["phases_s"].get("finetune"), finetune_epochs=ft["epochs_run"],
+        finetune_s=report["phases_s"].get("finetune"), finetune_epochs=ft["epochs_run"], finetune_best_epoch=ft["best_epoch"],
         finetune_epoch_s=ft["seconds_per_epoch"] or None, layers=_layer_rows(report["layers"]),
         methods=sorted({r["method"] for r in report["layers"] if r["status"] == "factorized"}),
         total_s=time.perf_counter() - started,

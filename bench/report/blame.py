@@ -1,9 +1,10 @@
 """Where a missed goal goes: the phase, layer type, factor chain or budget responsible, from the recorded
-timings, profiles, per-layer blocks and λ paths. Each function returns report text; none measures anything."""
+timings, profiles, per-layer blocks and λ paths (and the per-model medians and gains that text is built from);
+none measures anything."""
 
 from __future__ import annotations
 
-from bench.report.fmt import latency_of, median, pct, row_of, show, top_types
+from bench.report.fmt import extras_of, latency_of, median, pct, row_of, show, top_types
 from bench.report.targets import GOALS
 
 
@@ -31,7 +32,7 @@ def profile_blame(compare) -> list[str]:
     """Per model, the two functions with the most self time in the cProfile of the default search."""
     parts = []
     for m, c in compare.items():
-        prof = (c.get("extras") or {}).get("lrflow", {}).get("profile")
+        prof = extras_of(c, "lrflow").get("profile")
         if prof:
             top = prof["top_tottime"][:2]
             parts.append(f"{m}, self time (cProfile of the default search): "
@@ -43,7 +44,7 @@ def budget_blame(c: dict) -> str:
     """What stopped the default's λ search: the accuracy budget is checked before the fine-tune, on the paired
     95 % upper bound of the drop over the estimation set. Names the chosen point's estimate (beside its test
     drop without fine-tune) and the closest cheaper point the budget refused."""
-    row, path = row_of(c, "lrflow"), ((c.get("extras") or {}).get("lrflow") or {}).get("lambda_path") or []
+    row, path = row_of(c, "lrflow"), extras_of(c, "lrflow").get("lambda_path") or []
     if not row or not path or row.get("macs_kept") is None:
         return ""
     chosen = min(path, key=lambda q: abs(q["macs_kept"] - row["macs_kept"]) + abs(q["params_kept"] - row["params_kept"]))
@@ -187,7 +188,7 @@ def guard_summary(compare, key) -> list[str]:
             row = row_of(c, variant)
             if not row or row["status"] != "ok":
                 continue
-            guard = ((c.get("extras") or {}).get(variant) or {}).get("latency_guard") or {}
+            guard = extras_of(c, variant).get("latency_guard") or {}
             speed, free = latency_of(row, key), row_of(c, "lrflow")
             steps, reverted = guard.get("steps") or [], guard.get("reverted") or []
             first = (f" (chosen child with {steps[0]['factorized']} layer(s) factorized timed at {show(steps[0]['ratio'])})"

@@ -1,5 +1,6 @@
-"""The accuracy budget before the fine-tune: what a larger budget buys, the recovery rungs, the
-validation-vs-test gap that makes the rungs conservative, and a simulated early-abandon rule."""
+"""The accuracy budget before the fine-tune: what a larger budget buys, the recovery rungs (their attempts, what
+they cost and bought against one rung), the validation-vs-test gap that makes the rungs conservative, and a
+simulated early-abandon rule."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Optional
 
 from bench.harness import accepted_bound, budget_of
 
-from bench.report.fmt import drop_vs_control, pct, row_of, show, table
+from bench.report.fmt import drop_vs_control, extras_of, pct, row_of, show, table
 
 
 def budget_points(compare: dict) -> dict:
@@ -79,7 +80,7 @@ def early_abandon(attempts: list[dict], margin: float, after_epoch: int = 1) -> 
     and the last rung (kept whatever its drop), are never abandoned. Returns ``epochs`` (fine-tune epochs the
     attempts ran), ``saved`` (epochs the rule would have skipped), ``abandoned`` (rungs cut short), ``late``
     (of those, rungs whose fine-tune in fact ended within the threshold: the rule judged them too early) and
-    ``lost`` (of those, rungs that were kept: the rule would have thrown away the child the run shipped).
+    ``lost`` (of the abandoned, rungs that were kept: the rule would have thrown away the child the run shipped).
     """
     epochs = saved = abandoned = late = lost = 0
     for i, a in enumerate(attempts):
@@ -98,7 +99,7 @@ def early_abandon(attempts: list[dict], margin: float, after_epoch: int = 1) -> 
 def _recovery_runs(compare: dict) -> list[tuple[str, str, list[dict]]]:
     """``(model, recovery variant, its attempts)`` for every recovery variant that recorded attempts."""
     return [(m, v, tried) for m, c in compare.items() for v in RECOVERY_VARIANTS
-            if (tried := ((c.get("extras") or {}).get(v) or {}).get("recovery"))]
+            if (tried := extras_of(c, v).get("recovery"))]
 
 
 def abandon_lines(compare: dict) -> list[str]:
@@ -125,15 +126,18 @@ def recovery_cost_lines(compare: dict) -> list[str]:
     parts = []
     for m, v, tried in _recovery_runs(compare):
         row, base = row_of(compare[m], v), row_of(compare[m], RECOVERY_BASE[v])
-        if not row or not base or row["status"] != "ok" or base["status"] != "ok" or not base.get("finetune_s"):
+        if not (row and base and row["status"] == base["status"] == "ok" and row.get("finetune_s")
+                and base.get("finetune_s")):
             continue
-        same = abs(row["params_kept"] - base["params_kept"]) < 1e-4 and abs(row["macs_kept"] - base["macs_kept"]) < 1e-4
-        bought = ("the same child" if same else
-                  f"params {pct(row['params_kept'])} kept against {pct(base['params_kept'])}, MACs "
-                  f"{pct(row['macs_kept'])} against {pct(base['macs_kept'])}")
-        parts.append(f"{m} {v}: {len(tried)} fine-tune(s) in {show(row.get('finetune_s'), '{:.0f}')} s against "
+        same_size = (abs(row["params_kept"] - base["params_kept"]) < 1e-4
+                     and abs(row["macs_kept"] - base["macs_kept"]) < 1e-4)
+        # the same size and the same test accuracy: the same rung's child (the searches are deterministic)
+        bought = (("the same child" if row["test_accuracy"] == base["test_accuracy"] else "a child of the same size")
+                  if same_size else f"params {pct(row['params_kept'])} kept against {pct(base['params_kept'])}, MACs "
+                                    f"{pct(row['macs_kept'])} against {pct(base['macs_kept'])}")
+        parts.append(f"{m} {v}: {len(tried)} fine-tune(s) in {row['finetune_s']:.0f} s against "
                      f"{RECOVERY_BASE[v]}'s one in {base['finetune_s']:.0f} s "
-                     f"({show((row.get('finetune_s') or 0) / base['finetune_s'], '{:.1f}')}×), for {bought}")
+                     f"({row['finetune_s'] / base['finetune_s']:.1f}×), for {bought}")
     if not parts:
         return []
     return ["What the recovery rungs cost and bought, against the variant with the same search and one rung: "
@@ -178,13 +182,13 @@ def _bound(row: dict, c: dict) -> Optional[float]:
     """A row's accepted 95 % bound; rows written before it was matched by cost get it from their λ path."""
     if row.get("est_drop_ucb95") is not None or row.get("params_kept") is None:
         return row.get("est_drop_ucb95")
-    return accepted_bound(((c.get("extras") or {}).get(row["variant"]) or {}).get("lambda_path") or [], row["params_kept"])
+    return accepted_bound(extras_of(c, row["variant"]).get("lambda_path") or [], row["params_kept"])
 
 
 def recovery_line(name: str, c: dict, variant: str = "lrflow_recovery") -> Optional[str]:
     """One model's recovery attempts (of ``variant``): budget, validation drop after the fine-tune, which was kept,
     the test result."""
-    row, tried = row_of(c, variant), ((c.get("extras") or {}).get(variant) or {}).get("recovery")
+    row, tried = row_of(c, variant), extras_of(c, variant).get("recovery")
     if not row or row["status"] != "ok" or not tried:
         return None
     steps = ", ".join(f"{a['max_drop_before_finetune']:g} pt → validation drop {a['val_drop_after_finetune']:+.2f}"

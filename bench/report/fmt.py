@@ -1,9 +1,12 @@
-"""Formatting and row lookup shared by the report's sections: numbers, percentages, markdown tables."""
+"""Shared by the report's sections: formatting (numbers, percentages, markdown tables), looking up a variant's
+row and extras, and the small per-row quantities several sections print (drop against the control, medians)."""
 
 from __future__ import annotations
 
 import math
 from typing import Optional
+
+
 def show(value, fmt="{:.2f}", none="—"):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return none
@@ -38,6 +41,11 @@ def row_of(compare: dict, variant: str) -> Optional[dict]:
             return row
     return None
 
+
+
+def extras_of(compare: dict, variant: str) -> dict:
+    """What the harness kept beside a variant's row (λ path, recovery attempts, latency guard, profile); {} if none."""
+    return (compare.get("extras") or {}).get(variant) or {}
 
 def drop_vs_control(row: dict, compare: dict) -> Optional[float]:
     """A fine-tuned child's test drop against the parent fine-tuned the same way (points), else None."""

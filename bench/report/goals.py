@@ -19,7 +19,7 @@ from bench.report.blame import (
     worst_layer,
 )
 from bench.report.budget import recovery_line
-from bench.report.fmt import met_label, row_of, show, table, top_types
+from bench.report.fmt import extras_of, met_label, row_of, show, table, top_types
 from bench.report.targets import GOALS
 
 
@@ -70,7 +70,7 @@ def _compression_short(compare: dict, rows: dict, variant: str) -> str:
         return f"the accuracy budget before the fine-tune binds ({', '.join(bound)})" if bound else ""
     kept = []
     for m in rows:
-        tried = ((compare[m].get("extras") or {}).get(variant) or {}).get("recovery") or []
+        tried = extras_of(compare[m], variant).get("recovery") or []
         chosen = next((a for a in tried if a["kept"]), None)
         if chosen:
             kept.append(f"{m} the {chosen['max_drop_before_finetune']:g} pt one after {len(tried)} fine-tune(s)")

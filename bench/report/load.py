@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.common import BENCH, RESULTS_DIR
+
 #: The zoo's models in report order (bench.harness.MODES["full"].models); any other model follows.
 ZOO_ORDER = ("fashion_vgg", "fashion_resnet", "fashion_mobilenetv2")
 

@@ -33,7 +33,9 @@ def provenance(compare: dict[str, dict]) -> list[str]:
 
 
 def observations(results: dict) -> list[str]:
-    """Caveats that follow from the data (not opinions): unconverged parents, no-op variants, timing noise."""
+    """Caveats that follow from the data (not opinions): how the budget and the guard are applied, a partial run,
+    variants not run, the rows' commits, unconverged parents, contention, no-op variants, fine-tunes that kept the
+    untuned child, timing noise."""
     notes = ["The accuracy budget of the lrflow default (`max_drop=1.0`) is enforced **before** the fine-tune, on the "
              "paired 95 % upper bound of the drop over the estimation set (validation, topped up with training images when it "
              "has fewer than 4 096; the goals table names which images a result used); the gate here is the test "
@@ -101,7 +103,13 @@ def observations(results: dict) -> list[str]:
 
 
 def untuned_children(c: dict) -> list[str]:
-    """The fine-tuned variants whose fine-tune kept the starting weights: the same test accuracy before and after
-    (the same weights give the same predictions, so equality is exact)."""
-    return [r["variant"] for r in c["rows"] if r["status"] == "ok" and r.get("finetuned")
-            and r.get("test_accuracy_no_ft") is not None and r.get("test_accuracy") == r["test_accuracy_no_ft"]]
+    """The fine-tuned variants whose fine-tune kept the starting weights: best epoch 0 where the row records it;
+    in older rows, the same validation **and** test accuracy before and after (equal accuracies on both splits
+    by chance, with different weights, are unlikely; the best epoch settles it)."""
+    def kept_start(r):
+        if r.get("finetune_best_epoch") is not None:
+            return r["finetune_best_epoch"] == 0
+        return all(r.get(f"{split}_accuracy_no_ft") is not None and r.get(f"{split}_accuracy") == r[f"{split}_accuracy_no_ft"]
+                   for split in ("val", "test"))
+
+    return [r["variant"] for r in c["rows"] if r["status"] == "ok" and r.get("finetuned") and kept_start(r)]

@@ -108,5 +108,9 @@ def test_the_recovery_cost_is_stated_against_the_single_rung_variant_with_the_sa
     assert ("m lrflow_recovery: 3 fine-tune(s) in 1400 s against lrflow's one in 400 s (3.5×), for the same child; "
             "m lrflow_pipeline: 2 fine-tune(s) in 1000 s against lrflow_guarded's one in 500 s (2.0×), for params "
             "40.0 % kept against 70.0 %, MACs 50.0 % against 80.0 %.") in line
-    # no single-rung row to compare with: nothing claimed
+    # no single-rung row to compare with, or no fine-tune time: nothing claimed
     assert recovery_cost_lines({"m": {"rows": rows[1:2], "extras": extras}}) == []
+    assert recovery_cost_lines({"m": {"rows": [rows[0], {**rows[1], "finetune_s": None}], "extras": extras}}) == []
+    # the same size but another test accuracy: not called the same child
+    (line, _) = recovery_cost_lines({"m": {"rows": [rows[0], {**rows[1], "test_accuracy": 0.8}], "extras": extras}})
+    assert "for a child of the same size." in line

@@ -29,10 +29,12 @@ def test_runs_without_variants_are_not_pieces():
 
 
 def test_children_whose_fine_tune_kept_the_starting_weights_are_named():
-    def row(variant, before, after, finetuned=True, status="ok"):
+    def row(variant, before, after, finetuned=True, status="ok", val=(0.93, 0.93), best=None):
         return {"variant": variant, "status": status, "finetuned": finetuned, "test_accuracy_no_ft": before,
-                "test_accuracy": after}
+                "test_accuracy": after, "val_accuracy_no_ft": val[0], "val_accuracy": val[1], "finetune_best_epoch": best}
 
     c = {"rows": [row("lrflow", 0.9231, 0.9231), row("budget4", 0.91, 0.9142), row("sigma@macs50", 0.9, 0.9, finetuned=False),
-                  row("dprp", None, 0.92), row("broken", 0.9, 0.9, status="failed")]}
-    assert untuned_children(c) == ["lrflow"]
+                  row("dprp", None, 0.92), row("broken", 0.9, 0.9, status="failed"),
+                  row("tie", 0.9, 0.9, val=(0.93, 0.94)),  # equal on test by chance: validation moved
+                  row("recorded", 0.9, 0.9, best=2), row("recorded0", 0.9, 0.91, best=0)]}  # the best epoch decides
+    assert untuned_children(c) == ["lrflow", "recorded0"]
