@@ -109,8 +109,8 @@ def abandon_lines(compare: dict) -> list[str]:
         return []
     parts = []
     for margin in ABANDON_MARGINS:
-        total = {k: sum(early_abandon(t, margin)[k] for _, _, t in runs)
-                 for k in ("epochs", "saved", "abandoned", "late", "lost")}
+        counts = [early_abandon(t, margin) for _, _, t in runs]  # once per run, summed per count
+        total = {k: sum(c[k] for c in counts) for k in counts[0]}
         parts.append(f"margin {margin:+.1f} pt: {total['saved']} of {total['epochs']} fine-tune epochs saved, "
                      f"{total['abandoned']} rung(s) cut short, {total['late']} of them within the threshold by the "
                      f"end of their fine-tune, {total['lost']} of them the kept one")
